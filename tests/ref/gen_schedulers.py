@@ -193,6 +193,31 @@ run_case("euler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing
 run_case("euler_a", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
                      "prediction_type": "v_prediction"}, 5)
 
+# ---- timestep/sigma tables for many step counts (no loop) ----------------
+SWEEP_N = [1, 2, 3, 4, 7, 10, 13, 20, 25, 33, 50, 61, 75, 100, 103, 150, 333]
+sweep = []
+sweep_ts, sweep_sg = [], []
+for name in ["ddpm", "ddim", "pndm", "euler", "euler_a", "dpm++2m"]:
+    for sp in SPACINGS:
+        for n in SWEEP_N:
+            s = CLASSES[name].from_config({**SD15, "timestep_spacing": sp})
+            s.set_timesteps(n)
+            ts = s.timesteps.numpy().astype(np.float64)
+            # diffusers produces t = -1 (trailing, numpy arange rounding) or
+            # t = T (leading + steps_offset): refused by the C side
+            valid = bool(ts.min() >= 0 and ts.max() < 1000)
+            ent = {"name": name, "spacing": sp, "n": n, "valid": valid, "count": len(ts)}
+            if valid:
+                ent["ts_off"] = sum(len(a) for a in sweep_ts)
+                sweep_ts.append(ts.astype(np.float32))
+                if name in ("euler", "euler_a", "dpm++2m"):
+                    ent["sg_off"] = sum(len(a) for a in sweep_sg)
+                    sweep_sg.append(np.asarray(s.sigmas, dtype=np.float32))
+                ent["init_noise_sigma"] = float(s.init_noise_sigma)
+            sweep.append(ent)
+tensors["sweep.timesteps"] = np.concatenate(sweep_ts)
+tensors["sweep.sigmas"] = np.concatenate(sweep_sg)
+
 # ---- noise schedules ------------------------------------------------------
 SCHEDULES = {
     "sd15": {},
@@ -246,7 +271,7 @@ save_file(tensors, os.path.join(OUT, "sched.safetensors"),
                     (diffusers.__version__, torch.__version__)})
 meta = {"shape": list(SHAPE), "model": {"a": "0.9*sin(t/999*pi/2)", "b": "0.1*sin(k*0.37 + t*0.01)"},
         "bank_rows": BANK, "base_config": SD15, "cfg_cases": [{"g": g, "r": r} for g, r in cfg_cases],
-        "min_snr_gamma": gamma, "cases": cases}
+        "min_snr_gamma": gamma, "cases": cases, "sweep": sweep}
 with open(os.path.join(OUT, "cases.json"), "w") as f:
     json.dump(meta, f, separators=(",", ":"))
     f.write("\n")

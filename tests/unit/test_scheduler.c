@@ -40,6 +40,8 @@
 #include "sample/guidance.h"
 #include "sample/scheduler.h"
 
+static struct sd_sched *sd15(const char *name);
+
 #define LOOP_TOL 2e-5
 /* Zero-terminal-SNR Euler starts at sigma = 4096 and its first step cancels
  * x ~ 4096 z down to ~sigma_1 z: a 1-ulp change of sigma_0 (what torch's
@@ -162,6 +164,7 @@ TEST(golden_loops) {
     float *x = sd_xmalloc(N * sizeof(float)), *xin = sd_xmalloc(N * sizeof(float)), *e = sd_xmalloc(N * sizeof(float));
     const cJSON *cases = cJSON_GetObjectItem(META, "cases"), *c;
     int ncases = 0, nfail = 0;
+    double max_dt = 0;
     cJSON_ArrayForEach(c, cases) {
         const char *id = cJSON_GetObjectItem(c, "id")->valuestring;
         const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
@@ -196,9 +199,11 @@ TEST(golden_loops) {
             continue;
         }
         double tol_t = s->cfg.use_karras_sigmas && s->kind == SD_SCHED_EULER ? 1e-4 : 0;
-        for (int i = 0; i < s->num_steps; i++)
+        for (int i = 0; i < s->num_steps; i++) {
+            if (fabs(s->timesteps[i] - ts[i]) > max_dt) max_dt = fabs(s->timesteps[i] - ts[i]);
             CHECK_MSG(fabs(s->timesteps[i] - ts[i]) <= tol_t, "%s %s: timesteps[%d] = %.9g, golden %.9g", id, name,
                       i, s->timesteps[i], ts[i]);
+        }
         snprintf(key, sizeof key, "%s.sigmas", id);
         if (sd_st_find(G, key)) {
             int64_t ns;
@@ -259,7 +264,9 @@ TEST(golden_loops) {
         free(ts);
         sd_sched_free(s);
     }
-    printf("# %d golden loops, %d failing; max latent error (max|x-ref|/max|ref|) per scheduler:\n", ncases, nfail);
+    printf("# %d golden loops, %d failing; max timestep difference %.3g (Karras Euler only); max latent error "
+           "(max|x-ref|/max|ref|) per scheduler:\n",
+           ncases, nfail, max_dt);
     for (int i = 0; i < NFAM && fam[i].name[0]; i++)
         printf("#   %-22s %3d cases  %.3g\n", fam[i].name, fam[i].cases, fam[i].err);
     CHECK(ncases >= 150);
@@ -267,6 +274,63 @@ TEST(golden_loops) {
     free(xin);
     free(e);
     free(bank);
+}
+
+/* timesteps (exact) and sigmas for 17 step counts x 3 spacings x 6 classes,
+ * including the counts where diffusers' tables hold an invalid timestep */
+TEST(timestep_sweep) {
+    if (load_goldens()) return;
+    int64_t nts, nsg;
+    float *ts = gget("sweep.timesteps", &nts), *sg = gget("sweep.sigmas", &nsg);
+    if (!ts || !sg) return;
+    const cJSON *sw = cJSON_GetObjectItem(META, "sweep"), *e;
+    int checked = 0, refused = 0, exact = 1;
+    double max_sg = 0;
+    cJSON_ArrayForEach(e, sw) {
+        const char *name = cJSON_GetObjectItem(e, "name")->valuestring;
+        const char *sp = cJSON_GetObjectItem(e, "spacing")->valuestring;
+        int n = cJSON_GetObjectItem(e, "n")->valueint, cnt = cJSON_GetObjectItem(e, "count")->valueint;
+        sd_sched *s = sd15(name);
+        if (!s) continue;
+        snprintf(s->cfg.timestep_spacing, sizeof s->cfg.timestep_spacing, "%s", sp);
+        if (!cJSON_IsTrue(cJSON_GetObjectItem(e, "valid"))) {
+            CHECK_FAILS(sd_sched_set_timesteps(s, n), "outside [0, 1000)");
+            refused++;
+            sd_sched_free(s);
+            continue;
+        }
+        if (sd_sched_set_timesteps(s, n)) {
+            CHECK_MSG(0, "%s %s n=%d: %s", name, sp, n, sd_last_error());
+            sd_sched_free(s);
+            continue;
+        }
+        CHECK_MSG(s->num_steps == cnt, "%s %s n=%d: %d timesteps, diffusers %d", name, sp, n, s->num_steps, cnt);
+        int off = cJSON_GetObjectItem(e, "ts_off")->valueint;
+        for (int i = 0; i < cnt && i < s->num_steps && off + i < nts; i++)
+            if (s->timesteps[i] != ts[off + i]) {
+                if (exact) printf("# %s %s n=%d: timesteps[%d] = %.9g, diffusers %.9g\n", name, sp, n, i,
+                                  s->timesteps[i], ts[off + i]);
+                exact = 0;
+            }
+        const cJSON *so = cJSON_GetObjectItem(e, "sg_off");
+        if (so && s->sigmas)
+            for (int i = 0; i <= cnt && so->valueint + i < nsg; i++) {
+                float r = sg[so->valueint + i];
+                double d = fabs(s->sigmas[i] - r) / (r > 0 ? r : 1);
+                if (d > max_sg) max_sg = d;
+            }
+        double ins = cJSON_GetObjectItem(e, "init_noise_sigma")->valuedouble;
+        CHECK(fabs(s->init_noise_sigma - ins) <= SIGMA_TOL * ins);
+        checked++;
+        sd_sched_free(s);
+    }
+    printf("# sweep: %d tables, timesteps %s, sigmas max rel err %.2g; %d invalid tables refused\n", checked,
+           exact ? "bit-exact" : "DIFFER", max_sg, refused);
+    CHECK(exact);
+    CHECK(max_sg <= SIGMA_TOL);
+    CHECK(checked >= 280 && refused == 12);
+    free(ts);
+    free(sg);
 }
 
 /* betas / alphas_cumprod bit-exact with torch (except the zero-SNR rescale,
@@ -661,6 +725,7 @@ TEST(step_errors_and_rng) {
 
 int main(void) {
     RUN(golden_loops);
+    RUN(timestep_sweep);
     RUN(noise_schedules);
     RUN(training_helpers);
     RUN(guidance);
