@@ -142,8 +142,11 @@ void sd_sched_free(sd_sched *s);
 const char *sd_sched_kind_name(sd_sched_kind k); /* diffusers class name */
 
 /* Build timesteps/sigmas for n inference steps (1 <= n <= T) and reset the
- * sampling state. Errors where diffusers would fail or produce a negative
- * timestep (trailing spacing for some n; PRK with n < 4). */
+ * sampling state. Errors where diffusers would fail or build a timestep
+ * outside [0, T): trailing spacing for some n (61, 103, ...: numpy's arange
+ * gives n+1 values ending at -1), leading + steps_offset with n = T, PRK
+ * with n < 4. Reads s->cfg's spacing/offset/Karras fields, so those may be
+ * changed between calls; the noise schedule is fixed by sd_sched_new. */
 int sd_sched_set_timesteps(sd_sched *s, int n);
 int sd_sched_set_eta(sd_sched *s, float eta); /* DDIM; eta >= 0 */
 void sd_sched_set_rng(sd_sched *s, sd_rng *rng);
@@ -155,9 +158,11 @@ void sd_sched_scale_noise(const sd_sched *s, const float *noise, float *x, size_
 /* out = model input for step i (Euler/EulerA: x / sqrt(sigma_i^2 + 1); else a
  * copy). out may equal x. */
 int sd_sched_scale_model_input(const sd_sched *s, int i, const float *x, float *out, size_t n);
-/* One step: x <- x_{i+1} from the model output of step i. noise: n floats if
- * sd_sched_needs_noise(s, i) (NULL -> the rng; neither -> error), else ignored.
- * PNDM and DPM keep history: their steps must be called for i = 0, 1, ... */
+/* One step: x <- x_{i+1} from the model output of step i (for CFG: the
+ * guided output). noise: n floats if sd_sched_needs_noise(s, i) (NULL -> the
+ * rng; neither -> error), else ignored. model_output must not overlap x.
+ * n is fixed by the first step after set_timesteps. PNDM and DPM keep
+ * history: their steps must be called for i = 0, 1, ... in order. */
 int sd_sched_step(sd_sched *s, int i, const float *model_output, float *x, size_t n, const float *noise);
 
 /* ---- training side (train_text_to_image.py; uses alphas_cumprod) ---------
@@ -168,9 +173,9 @@ int sd_sched_add_noise(const sd_sched *s, const float *x0, const float *noise, c
 /* out = sqrt(ac[t]) noise - sqrt(1 - ac[t]) x0 (v-prediction target) */
 int sd_sched_get_velocity(const sd_sched *s, const float *x0, const float *noise, const int *t, int batch,
                           size_t per_item, float *out);
-/* compute_snr: (sqrt(ac[t]) / sqrt(1 - ac[t]))^2 in fp32. t must be in range. */
+/* compute_snr: (sqrt(ac[t]) / sqrt(1 - ac[t]))^2 in fp32 (t clamped to [0, T)). */
 float sd_sched_snr(const sd_sched *s, int t);
-/* Min-SNR-gamma loss weight: min(snr, gamma) / snr (epsilon, sample) or
+/* Min-SNR-gamma loss weight: min(snr, gamma) / snr (epsilon) or
  * min(snr, gamma) / (snr + 1) (v_prediction), as train_text_to_image.py. */
 float sd_min_snr_weight(float snr, float gamma, int v_prediction);
 
