@@ -5,6 +5,9 @@
  * then a separate subtraction. Contraction is off so the two stay separate.
  */
 #pragma GCC optimize("fp-contract=off")
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 #include "train/ema.h"
 
@@ -19,6 +22,7 @@ void sd_ema_init(sd_ema *e) {
     e->use_ema_warmup = 0;
     e->inv_gamma = 1.0;
     e->power = 2.0 / 3.0;
+    e->foreach = 0;
     e->optimization_step = 0;
     e->cur_decay = -1;
 }
@@ -47,8 +51,16 @@ double sd_ema_get_decay(const sd_ema *e, int64_t optimization_step) {
     return d;
 }
 
-void sd_ema_update(float *restrict shadow, const float *restrict param, size_t n, double decay) {
-    const float omd = (float)(1.0 - decay);
+void sd_ema_update(float *restrict shadow, const float *restrict param, size_t n, double decay, int foreach) {
+    const double one_minus_decay = 1.0 - decay;
+    if (foreach) {
+        /* sub_(other, alpha): the add kernel computes self + (-alpha)*other as one FMA */
+        const float neg_alpha = (float)(-one_minus_decay);
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+        for (size_t i = 0; i < n; i++) shadow[i] = fmaf(neg_alpha, shadow[i] - param[i], shadow[i]);
+        return;
+    }
+    const float omd = (float)one_minus_decay;
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
     for (size_t i = 0; i < n; i++) {
         float diff = shadow[i] - param[i];
@@ -61,7 +73,7 @@ double sd_ema_step(sd_ema *e, float *shadow, const float *param, size_t n) {
     e->optimization_step++;
     double d = sd_ema_get_decay(e, e->optimization_step);
     e->cur_decay = d;
-    sd_ema_update(shadow, param, n, d);
+    sd_ema_update(shadow, param, n, d, e->foreach);
     return d;
 }
 

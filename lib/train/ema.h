@@ -11,6 +11,9 @@
  *   decay = max(min(decay, max_decay), min_decay)
  *   shadow = shadow - (1 - decay)*(shadow - param)   in float32, two roundings
  * so the first update copies (almost: s - (s - p) in float) the weights.
+ * With --foreach_ema diffusers uses torch._foreach_sub_(s, s - p, alpha=1-d),
+ * which on CPU is one fused multiply-add per element: set e->foreach to get
+ * that rounding instead.
  * Frozen parameters are copied instead; callers pass only trainable ranges
  * to sd_ema_update and copy the rest themselves.
  */
@@ -29,6 +32,7 @@ typedef struct {
     int use_ema_warmup;         /* 0 */
     double inv_gamma;           /* 1 */
     double power;               /* 2/3 */
+    int foreach;                /* 0: s.sub_((1-d)*(s-p)); 1: _foreach_sub_(s, s-p, alpha=1-d) (--foreach_ema) */
     int64_t optimization_step;  /* updates done so far */
     double cur_decay;           /* decay used by the last update (-1 before any) */
 } sd_ema;
@@ -40,8 +44,9 @@ int sd_ema_check(const sd_ema *e);
 /* EMAModel.get_decay(optimization_step). */
 double sd_ema_get_decay(const sd_ema *e, int64_t optimization_step);
 
-/* shadow[i] -= (1-decay) * (shadow[i] - param[i]) (OpenMP). */
-void sd_ema_update(float *shadow, const float *param, size_t n, double decay);
+/* shadow[i] -= (1-decay) * (shadow[i] - param[i]) (OpenMP); foreach selects
+ * the fused form fmaf(-(1-decay), shadow - param, shadow). */
+void sd_ema_update(float *shadow, const float *param, size_t n, double decay, int foreach);
 
 /* EMAModel.step: advance optimization_step, compute the decay, update
  * shadow[0..n) from param. Returns the decay used. */

@@ -7,6 +7,9 @@
  *                   grad = (2 * (p - t)) * g_b                  mse_loss_backward, reduction none
  */
 #pragma GCC optimize("fp-contract=off")
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 #include "train/loss.h"
 

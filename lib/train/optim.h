@@ -6,8 +6,13 @@
  * of per-tensor norms), so callers describe the buffer as a list of segments
  * (offset, numel) in the order torch would see the parameters.
  *
- * Semantics are torch 2.15's, arithmetic included, so that a run matches
- * torch.optim.AdamW on CPU bit for bit:
+ * Semantics are torch 2.15's, arithmetic included (same float32 roundings,
+ * same fused multiply-adds, same reduction order), so that a run matches
+ * torch.optim.AdamW on CPU bit for bit except for one thing: torch's CPU
+ * sqrt is MKL VML's (high-accuracy, not correctly rounded: one ulp off for
+ * about 20% of inputs) while ours is IEEE sqrtf, so params drift from
+ * torch's by ~1e-8 relative (moments stay exact). Measured in
+ * tests/unit/test_train_math.c.
  *   - AdamW: `_single_tensor_adam` (what AdamW uses on CPU with default
  *     arguments: the foreach path is for CUDA-like devices only, fused is off
  *     unless asked for) with decoupled weight decay;

@@ -4,6 +4,9 @@
  * Python would, in double); FP contraction is off so no step is fused.
  */
 #pragma GCC optimize("fp-contract=off")
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 #include "train/sched.h"
 

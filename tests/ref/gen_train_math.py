@@ -187,6 +187,8 @@ def gen_adamw():
         ("sched", dict(lr=1e-3, wd=1e-2, sched={"name": "cosine", "warmup": 5, "total": 20}, seed=5)),
         ("train", dict(lr=2e-3, wd=1e-2, sched={"name": "linear", "warmup": 3, "total": 20}, clip=1.0,
                        ema=True, grad_scales=[0.05, 0.5, 0.2], seed=7)),
+        # beta1 <= 0.5: lerp's other formula (weight 1-beta1 >= 0.5)
+        ("lowbeta", dict(lr=1e-2, wd=0.05, betas=(0.3, 0.9), seed=13)),
     ]
     tensors, meta = {}, {}
     for name, kw in cases:
@@ -295,6 +297,7 @@ def gen_ema():
         "warmup": {"use_ema_warmup": True},
         "after3": {"update_after_step": 3, "min_decay": 0.5, "decay": 0.95},
         "warmup_pow": {"use_ema_warmup": True, "inv_gamma": 2.0, "power": 0.75, "decay": 0.9},
+        "foreach": {"foreach": True},  # --foreach_ema
     }
     gen = torch.Generator().manual_seed(2)
     tensors, meta = {}, {}
@@ -315,7 +318,7 @@ def gen_ema():
         tensors[f"{name}.params"] = torch.stack(ps)
         tensors[f"{name}.shadow"] = torch.stack(shadows)
         full = {"decay": 0.9999, "min_decay": 0.0, "update_after_step": 0, "use_ema_warmup": False,
-                "inv_gamma": 1.0, "power": 2 / 3}
+                "inv_gamma": 1.0, "power": 2 / 3, "foreach": False}
         full.update(kw)
         meta[name] = {"config": full, "decays": decays, "probe_steps": probe,
                       "probe_decays": [ema.get_decay(s) for s in probe]}
