@@ -67,6 +67,10 @@ $(BUILD)/tests/util/%: $(BUILD)/obj/tests/util/%.o $(LIB_A)
 	$(CC) $(LDFLAGS) $< $(LIB_A) $(LDLIBS) -o $@
 
 $(BUILD)/obj/tests/%.o: CFLAGS += -Itests
+# lib/train mirrors torch's float32 arithmetic op by op: no FP contraction
+# (also set by pragmas in the sources), and sqrtf without errno so its loops
+# vectorize.
+$(BUILD)/obj/lib/train/%.o: CFLAGS += -ffp-contract=off -fno-math-errno
 
 # ---- dependencies: system packages (apt-get) and the light Python test venv
 DEPS_STAMP := .venv-test/.sdtools-req
