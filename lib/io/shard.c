@@ -340,7 +340,7 @@ static la_ssize_t reader_cb(struct archive *a, void *ud, const void **out) {
         archive_set_error(a, errno, "read error: %s", strerror(errno));
         return -1;
     }
-    sd_sha256_update(&r->sha, r->buf, (size_t)n);
+    if (r->o.hash) sd_sha256_update(&r->sha, r->buf, (size_t)n);
     r->raw_bytes += (uint64_t)n;
     *out = r->buf;
     return n;
@@ -394,7 +394,7 @@ int sd_shard_open(sd_shard_reader **out, const char *path, const sd_shard_read_o
 }
 
 int sd_shard_sha256(sd_shard_reader *r, char hex[65], uint64_t *file_bytes) {
-    if (r->done != 1) return sd_set_error("%s: sha256 is only known after a clean end", r->path);
+    if (r->done != 1 || !r->o.hash) return sd_set_error("%s: sha256 is only known after a clean end of a hashed read", r->path);
     /* libarchive stops after the end-of-archive blocks: hash the rest */
     for (;;) {
         ssize_t n = read(r->fd, r->buf, 1 << 20);
@@ -607,7 +607,8 @@ int sd_shard_scan(const char *path, sd_shard_info *info) {
     memset(info, 0, sizeof *info);
     snprintf(info->name, sizeof info->name, "%s", sd_path_basename(path));
     sd_shard_reader *r;
-    if (sd_shard_open(&r, path, NULL)) return -1;
+    sd_shard_read_opts o = {.hash = 1};
+    if (sd_shard_open(&r, path, &o)) return -1;
     sd_shard_sample *s;
     int rc;
     while ((rc = sd_shard_next(r, &s)) == 1) {

@@ -449,6 +449,10 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
     int n = 0, bad = 0;
     char *err_first = NULL;
     if (sd_is_dir(path)) {
+        char *mf = sd_path_join(path, SD_SHARD_MANIFEST);
+        int has = sd_is_file(mf);
+        free(mf);
+        if (!has) return sd_set_error("%s: no %s in this directory (name the shards with a pattern instead)", path, SD_SHARD_MANIFEST);
         if (sd_shard_manifest_read(path, &m)) return -1;
         have_manifest = 1;
         n = m.n;
@@ -461,6 +465,7 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
     cJSON *jroot = json ? cJSON_CreateObject() : NULL, *jshards = NULL;
     if (json) {
         cJSON_AddStringToObject(jroot, "path", path);
+        cJSON_AddStringToObject(jroot, "kind", "shards");
         if (have_manifest) {
             cJSON *jm = cJSON_AddObjectToObject(jroot, "manifest");
             cJSON_AddStringToObject(jm, "kind", m.kind);
@@ -491,7 +496,8 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
         memset(&st, 0, sizeof st);
         char *err = NULL;
         sd_shard_reader *r;
-        if (sd_shard_open(&r, paths[i], NULL)) err = sd_xstrdup(sd_last_error());
+        sd_shard_read_opts ro = {.hash = 1};
+        if (sd_shard_open(&r, paths[i], &ro)) err = sd_xstrdup(sd_last_error());
         else {
             sd_shard_sample *s;
             int rc;

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     }
     if (ftruncate(fd, 0) != 0 || pwrite(fd, data, size, 0) != (ssize_t)size) return 0;
-    sd_shard_read_opts o = {.max_member = 1 << 20, .max_sample = 4 << 20, .strict = size & 1};
+    sd_shard_read_opts o = {.max_member = 1 << 20, .max_sample = 4 << 20, .strict = size & 1, .hash = 1};
     sd_shard_reader *r;
     if (sd_shard_open(&r, path, &o)) return 0;
     sd_shard_sample *s;

@@ -186,7 +186,8 @@ TEST(roundtrip_plain) {
     char *p = tpath("rt-000000.tar");
     CHECK_OK(write_test_shard(p, 5, 0));
     sd_shard_reader *r;
-    CHECK_OK(sd_shard_open(&r, p, NULL));
+    sd_shard_read_opts ho = {.hash = 1};
+    CHECK_OK(sd_shard_open(&r, p, &ho));
     sd_shard_sample *s;
     int i = 0, rc;
     while ((rc = sd_shard_next(r, &s)) == 1) {
