@@ -94,7 +94,7 @@ CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/cuda/%.o)
 CUDA_TEST_SRC := $(wildcard tests/cuda/*.cu)
 CUDA_TESTS := $(CUDA_TEST_SRC:tests/cuda/%.cu=$(BUILD)/cuda/tests/%)
 NVCCFLAGS := -O2 -std=c++17 $(CUDA_ARCH) -Ilib -Itests -DSD_VERSION=\"$(VERSION)\" -Xcompiler -fopenmp
-CUDA_LIBS := -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas -lcudnn
+CUDA_LIBS := -L/usr/local/cuda/lib64 -Xlinker -rpath,/usr/local/cuda/lib64 -lcudart -lcublasLt -lcublas -lcudnn
 
 cuda: $(CUDA_TESTS)
 $(BUILD)/cuda/%.o: %.cu
@@ -109,19 +109,22 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 20
 fuzz: $(DEPS_STAMP) $(FUZZ_BIN)
+	@mkdir -p build/fuzz/seeds-safetensors
+	@python3 tests/corpus/make_safetensors_corpus.py build/fuzz/seeds-safetensors 2>/dev/null
 	@for f in $(FUZZ_BIN); do \
 	  name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
+	  seeds=build/fuzz/seeds-$${name#fuzz_}; [ -d $$seeds ] || seeds=; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=0 \
-	      build/fuzz/corpus-$$name tests/corpus/$${name#fuzz_} >build/fuzz/$$name.log 2>&1 \
+	      build/fuzz/corpus-$$name $$seeds >build/fuzz/$$name.log 2>&1 \
 	    || { tail -40 build/fuzz/$$name.log; exit 1; }; \
 	  grep -E 'Done [0-9]+ runs' build/fuzz/$$name.log | tail -1; \
 	done
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+FUZZ_LIB_SRC := $(filter lib/core/% lib/io/% lib/text/%,$(LIB_SRC))
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Ilib -I$(BLAS_INC) $(PKG_CFLAGS) \
-	  -DSD_VERSION=\"$(VERSION)\" -fopenmp $< $(filter-out lib/backend/%,$(LIB_SRC)) -o $@ \
-	  -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) $(LDLIBS)
+	clang -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Ilib $(PKG_CFLAGS) \
+	  -DSD_VERSION=\"$(VERSION)\" $< $(FUZZ_LIB_SRC) -o $@ $(PKG_LIBS) -ljpeg -lm -lpthread
 
 # ---- reference stack (torch, diffusers, transformers): goldens and benchmarks
 REF_STAMP := .venv-ref/.sdtools-req

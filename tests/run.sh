@@ -44,7 +44,7 @@ for t in "$BUILD"/tests/test_*; do
     case "$t" in *"$PATTERN"*) ;; *) continue ;; esac
     run_one "$(basename "$t")" "$t"
 done
-for t in tests/cli/*.sh; do
+for t in tests/cli/test_*.sh; do
     [ -f "$t" ] || continue
     case "$t" in *"$PATTERN"*) ;; *) continue ;; esac
     run_one "$t" bash "$t"

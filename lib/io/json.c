@@ -4,6 +4,7 @@
 #include "core/fs.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,19 +43,31 @@ char *sd_json_compact(const cJSON *j) {
     return s;
 }
 
-int sd_json_save(const char *path, const cJSON *j) {
+char *sd_json_pretty(const cJSON *j) {
     char *s = cJSON_Print(j);
-    if (!s) return sd_set_error("%s: cannot serialize JSON", path);
-    /* cJSON indents with tabs; use two spaces like Python's json.dump(indent=2) */
+    if (!s) { fprintf(stderr, "out of memory printing JSON\n"); abort(); }
+    /* cJSON indents with tabs and writes "key":\tvalue; use two spaces and
+     * "key": value like Python's json.dump(indent=2) */
     size_t n = strlen(s), k = 0;
     char *o = sd_xmalloc(2 * n + 2);
+    int line_start = 1;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\t') { o[k++] = ' '; o[k++] = ' '; }
-        else o[k++] = s[i];
+        if (s[i] == '\n') line_start = 1;
+        else if (s[i] != '\t') line_start = 0;
+        if (s[i] == '\t') {
+            if (line_start) { o[k++] = ' '; o[k++] = ' '; }
+            else o[k++] = ' ';
+        } else o[k++] = s[i];
     }
     o[k++] = '\n';
+    o[k] = 0;
     free(s);
-    int rc = sd_write_file_atomic(path, o, k);
+    return o;
+}
+
+int sd_json_save(const char *path, const cJSON *j) {
+    char *o = sd_json_pretty(j);
+    int rc = sd_write_file_atomic(path, o, strlen(o));
     free(o);
     return rc;
 }

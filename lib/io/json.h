@@ -17,6 +17,8 @@ int sd_json_load(const char *path, cJSON **out);
 int sd_json_parse(const char *text, size_t n, const char *name, cJSON **out);
 /* Write with 2-space indentation and a final newline, atomically. */
 int sd_json_save(const char *path, const cJSON *j);
+/* Serialize with 2-space indentation and a final newline (malloc'ed). */
+char *sd_json_pretty(const cJSON *j);
 /* Serialize compactly (malloc'ed). */
 char *sd_json_compact(const cJSON *j);
 
