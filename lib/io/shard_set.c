@@ -497,8 +497,10 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
         char *err = NULL;
         sd_shard_reader *r;
         sd_shard_read_opts ro = {.hash = 1};
+        int opened = 0;
         if (sd_shard_open(&r, paths[i], &ro)) err = sd_xstrdup(sd_last_error());
         else {
+            opened = 1;
             sd_shard_sample *s;
             int rc;
             while ((rc = sd_shard_next(r, &s)) == 1) {
@@ -546,7 +548,9 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
         t_mbytes += info.member_bytes;
         for (int k = 0; k < ec.n; k++) ec_add(&total_ext, ec.ext[k], ec.count[k]);
 
-        if (json) {
+        if (n == 1 && !opened) {
+            /* a single path that cannot be opened: just the error */
+        } else if (json) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "path", paths[i]);
             cJSON_AddStringToObject(o, "compression", comp);
@@ -585,7 +589,11 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
         ec_free(&ec);
     }
     ec_sort(&total_ext);
-    if (json) {
+    if (n == 1 && bad && cJSON_GetArraySize(jshards) == 0 && !have_manifest) {
+        cJSON_Delete(jroot); /* nothing was read: no document, only the error */
+        jroot = NULL;
+        json = 0;
+    } else if (json) {
         cJSON *t = cJSON_AddObjectToObject(jroot, "total");
         cJSON_AddNumberToObject(t, "shards", n);
         cJSON_AddNumberToObject(t, "samples", (double)t_samples);
@@ -594,8 +602,8 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
         cJSON_AddNumberToObject(t, "member_bytes", (double)t_mbytes);
         cJSON_AddItemToObject(t, "extensions", ec_json(&total_ext));
         cJSON_AddBoolToObject(jroot, "ok", bad == 0);
-        char *s = cJSON_Print(jroot);
-        fprintf(out, "%s\n", s);
+        char *s = sd_json_pretty(jroot);
+        fputs(s, out);
         free(s);
         cJSON_Delete(jroot);
     } else if (n > 1 || have_manifest) {
@@ -607,9 +615,8 @@ int sd_shard_describe(const char *path, int json, FILE *out) {
     sd_free_strv(paths, n);
     if (have_manifest) sd_shard_manifest_free(&m);
     int rc = 0;
-    if (bad) {
-        rc = sd_set_error("%d of %d shards bad; first: %s", bad, n, err_first);
-    }
+    if (bad && n == 1) rc = sd_set_error("%s", err_first);
+    else if (bad) rc = sd_set_error("%d of %d shards bad; first: %s", bad, n, err_first);
     free(err_first);
     return rc;
 }

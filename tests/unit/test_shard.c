@@ -786,6 +786,14 @@ TEST(describe_text_and_json) {
     fclose(f);
     CHECK(strstr(buf, "3 samples, 12 members") != NULL && strstr(buf, "keys 000000000..000000002") != NULL);
     free(buf);
+    /* a single unreadable path: no output, the plain error */
+    char *p3 = sd_path_join(dir, "nosuch.tar");
+    f = open_memstream(&buf, &len);
+    CHECK_FAILS(sd_shard_describe(p3, 1, f), "nosuch.tar: No such file");
+    fclose(f);
+    CHECK(len == 0);
+    free(buf);
+    free(p3);
     free(p1);
     free(p2);
     sd_shard_manifest_free(&m);
