@@ -374,12 +374,18 @@ int sd_shard_open(sd_shard_reader **out, const char *path, const sd_shard_read_o
     r->buf = sd_xmalloc(1 << 20);
     r->a = archive_read_new();
     /* Only library-backed decompressors: support_filter_all would also
-     * accept formats that libarchive decodes by running external programs. */
+     * accept formats that libarchive decodes by running external programs,
+     * and a libarchive built without a library falls back to its program
+     * (returning ARCHIVE_WARN): such filters are left out. */
+    int (*const filters[])(struct archive *) = {archive_read_support_filter_zstd, archive_read_support_filter_gzip,
+                                                archive_read_support_filter_bzip2, archive_read_support_filter_xz};
     archive_read_support_filter_none(r->a);
-    archive_read_support_filter_zstd(r->a);
-    archive_read_support_filter_gzip(r->a);
-    archive_read_support_filter_bzip2(r->a);
-    archive_read_support_filter_xz(r->a);
+    for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++) {
+        struct archive *probe = archive_read_new();
+        int native = filters[i](probe) == ARCHIVE_OK;
+        archive_read_free(probe);
+        if (native) filters[i](r->a);
+    }
     archive_read_support_format_tar(r->a);
     /* no skip callback: every byte passes through reader_cb and the hash */
     if (archive_read_open(r->a, r, NULL, reader_cb, NULL) != ARCHIVE_OK) {
