@@ -117,7 +117,8 @@ fuzz: $(DEPS_STAMP) $(FUZZ_BIN)
 	@python3 tests/corpus/make_safetensors_corpus.py build/fuzz/seeds-safetensors 2>/dev/null
 	@for f in $(FUZZ_BIN); do \
 	  name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
-	  seeds=build/fuzz/seeds-$${name#fuzz_}; [ -d $$seeds ] || seeds=; \
+	  seeds=""; for d in build/fuzz/seeds-$${name#fuzz_} tests/corpus/$${name#fuzz_}; do \
+	    [ -d $$d ] && seeds="$$seeds $$d"; done; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=0 \
 	      build/fuzz/corpus-$$name $$seeds >build/fuzz/$$name.log 2>&1 \

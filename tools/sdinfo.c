@@ -12,6 +12,7 @@
 #include "core/sha256.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "io/shard.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -162,10 +163,15 @@ static int has_suffix(const char *s, const char *suf) {
 }
 
 static int describe(const char *path, const opts *o) {
+    /* shard tars and shard sets (a directory with a manifest, brace lists, A::B) */
+    char *mf = sd_path_join(path, "manifest.json");
+    int shard_set = sd_is_dir(path) && sd_is_file(mf);
+    free(mf);
+    if (shard_set || has_suffix(path, ".tar") || has_suffix(path, ".tar.zst") || has_suffix(path, ".tar.gz") ||
+        strstr(path, "::") || (strchr(path, '{') && strstr(path, "..")))
+        return sd_shard_describe(path, o->json, stdout);
     if (sd_is_dir(path)) return sd_set_error("%s: model directories are not supported by this build of sdinfo", path);
     if (!sd_is_file(path)) return sd_set_error("%s: no such file", path);
-    if (has_suffix(path, ".tar") || has_suffix(path, ".tar.zst"))
-        return sd_set_error("%s: shard tars are not supported by this build of sdinfo", path);
     return describe_safetensors(path, o);
 }
 

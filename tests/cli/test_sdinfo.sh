@@ -36,4 +36,13 @@ assert j["kind"]=="safetensors" and j["parameters"]==4 and t["shape"]==[2,2] and
 # several paths: one bad one good -> exit 1, output for the good one
 out=$("$SDINFO" -s "$TMP/corpus/good_basic.safetensors" "$TMP/corpus/bad_gap.safetensors" 2>/dev/null); rc=$?
 [ $rc -eq 1 ] && echo "$out" | grep -q good_basic && pass "multiple paths" || fail "multiple paths" "rc=$rc"
+# shard tars and shard sets (the describe is tested in depth by test_shard)
+SHARD_TOOL=$ROOT/${SD_BUILD:-build}/tests/util/shard_tool
+"$SHARD_TOOL" write-prep "$TMP/prep" 7 3 >/dev/null 2>&1
+out=$("$SDINFO" "$TMP/prep/prep-000000.tar" 2>&1)
+echo "$out" | grep -q "3 samples" && pass "shard tar summary" || fail "shard tar summary" "$out"
+"$SDINFO" --json "$TMP/prep" | python3 -c 'import json,sys; j=json.load(sys.stdin); assert "7" in json.dumps(j), j' \
+  && pass "shard set --json" || fail "shard set --json"
+printf 'not a tar' > "$TMP/bad.tar"
+expect_error "corrupt tar" "bad.tar" "$SDINFO" "$TMP/bad.tar"
 finish
