@@ -353,6 +353,24 @@ int sd_model_open(const char *path, const sd_model_opts *opts, sd_model **out) {
     return 0;
 }
 
+int sd_model_probe(const char *path) {
+    int kind = 0;
+    if (sd_is_dir(path)) {
+        char *ip = sd_path_join(path, "model_index.json"), *cp = sd_path_join(path, "config.json");
+        kind = sd_is_file(ip) ? SD_MODEL_PIPELINE : sd_is_file(cp) ? SD_MODEL_COMPONENT : 0;
+        free(ip);
+        free(cp);
+    } else if (sd_is_file(path)) {
+        sd_st_file *f;
+        if (sd_st_open(path, &f) == 0) {
+            if (sd_st_find(f, "model.diffusion_model.input_blocks.0.0.weight")) kind = SD_MODEL_SINGLE_FILE;
+            sd_st_close(f);
+        }
+        sd_clear_error();
+    }
+    return kind;
+}
+
 void sd_model_close(sd_model *m) {
     if (!m) return;
     sd_unet_config_free(&m->unet);
@@ -437,14 +455,40 @@ static int shape_matches(const sd_param *p, const sd_st_tensor *t, const sd_src_
     return 0;
 }
 
-static int read_src(const sd_st_file *f, const sd_st_tensor *t, const sd_src_key *k, float *dst, size_t numel) {
-    if (k->rows < 0) return sd_st_read_f32(f, t, dst);
+/* One conversion job: elements [start, start+count) of a parameter, read from
+ * src (the first byte of that parameter's data in the mapping). */
+typedef struct {
+    const unsigned char *src;
+    sd_dtype dtype;
+    float *dst;
+    size_t start, count;
+} conv_job;
+
+#define CONV_CHUNK ((size_t)1 << 20) /* elements; a multiple of 8 keeps sub-byte dtypes on byte boundaries */
+
+/* Queue the conversion of parameter p from tensor t (whole, or rows of a fused one). */
+static int queue_src(const sd_st_file *f, const sd_st_tensor *t, const sd_src_key *k, float *dst, size_t numel,
+                     conv_job **jobs, size_t *njobs, size_t *cap) {
     int bits = sd_dtype_bits(t->dtype);
-    size_t row_elems = numel / (size_t)k->rows;
-    if (bits % 8) return sd_set_error("%s: tensor \"%s\": cannot slice sub-byte dtype %s", f->path, t->name,
-                                      sd_dtype_name(t->dtype));
-    const unsigned char *src = (const unsigned char *)sd_st_raw(f, t) + (size_t)k->row0 * row_elems * (size_t)(bits / 8);
-    if (sd_convert_to_f32(t->dtype, src, dst, numel)) return sd_error_prefix("%s: tensor \"%s\"", f->path, t->name);
+    const unsigned char *src = (const unsigned char *)sd_st_raw(f, t);
+    if (k->rows >= 0) {
+        if (bits % 8) return sd_set_error("%s: tensor \"%s\": cannot slice sub-byte dtype %s", f->path, t->name,
+                                          sd_dtype_name(t->dtype));
+        size_t row_elems = numel / (size_t)k->rows;
+        src += (size_t)k->row0 * row_elems * (size_t)(bits / 8);
+    }
+    for (size_t s = 0; s < numel; s += CONV_CHUNK) {
+        if (*njobs == *cap) {
+            *cap = *cap ? 2 * *cap : 1024;
+            *jobs = sd_xrealloc(*jobs, *cap * sizeof **jobs);
+        }
+        conv_job *j = &(*jobs)[(*njobs)++];
+        j->src = src + s * (size_t)bits / 8;
+        j->dtype = t->dtype;
+        j->dst = dst + s;
+        j->start = s;
+        j->count = numel - s < CONV_CHUNK ? numel - s : CONV_CHUNK;
+    }
     return 0;
 }
 
@@ -453,6 +497,8 @@ static int load_from(sd_model *m, sd_component c, sd_wfiles *w, int single, cons
     const char *cname = sd_component_name(c);
     for (int i = 0; i < w->n; i++) memset(w->used[i], 0, (size_t)w->f[i]->ntensors + 1);
     int nmissing = 0;
+    conv_job *jobs = NULL;
+    size_t njobs = 0, cap = 0;
     const sd_param *first_missing = NULL;
     char first_missing_key[SD_KEY_MAX] = "";
     for (int pi = 0; pi < t->n; pi++) {
@@ -465,10 +511,12 @@ static int load_from(sd_model *m, sd_component c, sd_wfiles *w, int single, cons
             for (int fi = 0; fi < w->n; fi++) {
                 const sd_st_tensor *st = sd_st_find(w->f[fi], cand[k].key);
                 if (!st) continue;
-                if (found)
+                if (found) {
+                    free(jobs);
                     return sd_set_error("%s: %s: tensor \"%s\" is stored twice (\"%s\" in %s and \"%s\" in %s)", where,
                                         cname, p->name, cand[fcand].key, sd_path_basename(w->paths[ffile]),
                                         cand[k].key, sd_path_basename(w->paths[fi]));
+                }
                 found = st;
                 ffile = fi;
                 fcand = k;
@@ -484,6 +532,7 @@ static int load_from(sd_model *m, sd_component c, sd_wfiles *w, int single, cons
         const sd_st_file *f = w->f[ffile];
         if (!shape_matches(p, found, &cand[fcand])) {
             char a[128], b[128];
+            free(jobs);
             sd_shape_str(found->ndim, found->shape, a, sizeof a);
             sd_param_shape_str(p, b, sizeof b);
             if (cand[fcand].rows >= 0)
@@ -492,13 +541,19 @@ static int load_from(sd_model *m, sd_component c, sd_wfiles *w, int single, cons
             return sd_set_error("%s: tensor \"%s\" has shape %s, the %s config expects %s", f->path, found->name, a,
                                 cname, b);
         }
-        if (!sd_dtype_is_real(found->dtype))
+        if (!sd_dtype_is_real(found->dtype)) {
+            free(jobs);
             return sd_set_error("%s: tensor \"%s\": dtype %s cannot be converted to float", f->path, found->name,
                                 sd_dtype_name(found->dtype));
-        if (read_src(f, found, &cand[fcand], buf + p->offset, p->numel)) return -1;
+        }
+        if (queue_src(f, found, &cand[fcand], buf + p->offset, p->numel, &jobs, &njobs, &cap)) {
+            free(jobs);
+            return -1;
+        }
         w->used[ffile][found - f->tensors] = 1;
     }
     if (nmissing) {
+        free(jobs);
         char s[128];
         sd_param_shape_str(first_missing, s, sizeof s);
         return sd_set_error("%s: %s: missing tensor \"%s\" %s (the config expects it; %d missing in all)", where, cname,
@@ -523,11 +578,20 @@ static int load_from(sd_model *m, sd_component c, sd_wfiles *w, int single, cons
     if (nextra) {
         char s[128];
         sd_shape_str(first_extra->ndim, first_extra->shape, s, sizeof s);
-        if (!m->priv->allow_extra)
+        if (!m->priv->allow_extra) {
+            free(jobs);
             return sd_set_error("%s: unexpected tensor \"%s\" %s: not part of the %s config (%d unexpected in all)",
                                 extra_file, first_extra->name, s, cname, nextra);
+        }
         sd_warn("%s: %d unexpected %s tensors ignored (e.g. \"%s\" %s)", extra_file, nextra, cname, first_extra->name, s);
     }
+    /* Everything checked: convert, in parallel (F16/BF16 -> f32 of a 1 G
+     * parameter UNet is seconds on one core). Dtypes were checked above, so
+     * the conversions cannot fail. */
+    long long nj = (long long)njobs;
+#pragma omp parallel for schedule(dynamic)
+    for (long long i = 0; i < nj; i++) (void)sd_convert_to_f32(jobs[i].dtype, jobs[i].src, jobs[i].dst, jobs[i].count);
+    free(jobs);
     return 0;
 }
 

@@ -109,6 +109,12 @@ typedef struct {
 } sd_model;
 
 int sd_model_open(const char *path, const sd_model_opts *opts, sd_model **out);
+/* What PATH is, without parsing configs or failing: SD_MODEL_PIPELINE (dir
+ * with model_index.json), SD_MODEL_COMPONENT (dir with config.json),
+ * SD_MODEL_SINGLE_FILE (.safetensors holding
+ * model.diffusion_model.input_blocks.0.0.weight), or 0 (not a model; e.g. a
+ * LoRA or latent file — sdinfo then describes it otherwise). */
+int sd_model_probe(const char *path);
 void sd_model_close(sd_model *m);
 
 /* Table of component c from the model's config. */
@@ -118,7 +124,10 @@ int sd_model_table(const sd_model *m, sd_component c, sd_param_table *t);
 int sd_model_load(sd_model *m, sd_component c, const sd_param_table *t, float *buf);
 /* Convenience: build the table and malloc + load the buffer (free() it). */
 int sd_model_load_alloc(sd_model *m, sd_component c, sd_param_table *t, float **buf);
-/* The config JSON to save for component c (cJSON_Delete it). */
+/* The config JSON to save for component c (cJSON_Delete it): the parsed
+ * config.json as read (unknown keys kept), or, for inferred configs, one built
+ * from the fields. Fields changed in code after parsing are only reflected if
+ * the config's raw JSON is dropped first (cJSON_Delete(raw); raw = NULL). */
 cJSON *sd_model_config_json(const sd_model *m, sd_component c);
 
 /* What the weights files hold, without reading tensor data. */

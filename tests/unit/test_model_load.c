@@ -669,6 +669,11 @@ TEST(describe_models) {
     CHECK(s && strstr(s, "(F16)"));
     free(s);
     CHECK(describe(P("nothing-here"), 0) == NULL);
+    CHECK(sd_model_probe(P("sd1-tiny")) == SD_MODEL_PIPELINE && sd_model_probe(P("sd1-tiny/vae")) == SD_MODEL_COMPONENT);
+    CHECK(sd_model_probe(P("sf-notok.safetensors")) == SD_MODEL_SINGLE_FILE);
+    CHECK(sd_model_probe(P("sd1-tiny/vae/diffusion_pytorch_model.safetensors")) == 0);
+    CHECK(sd_model_probe(P("sd1-tiny/tokenizer")) == 0 && sd_model_probe(P("nothing-here")) == 0);
+    CHECK(sd_model_probe(P("sd1-tiny/model_index.json")) == 0);
 }
 
 int main(void) {
