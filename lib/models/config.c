@@ -794,26 +794,29 @@ int sd_scheduler_config_parse(const cJSON *j, const char *w, sd_scheduler_config
     const char *s = "";
     if (get_str(j, w, "_class_name", "", &s) || copy_str(c->class_name, sizeof c->class_name, s, w, "_class_name")) return -1;
     if (get_int(j, w, "num_train_timesteps", 1000, &c->num_train_timesteps)) return -1;
-    if (c->num_train_timesteps < 1) return sd_set_error("%s: num_train_timesteps must be positive", w);
     if (get_num(j, w, "beta_start", 0.0001, &c->beta_start)) return -1;
     if (get_num(j, w, "beta_end", 0.02, &c->beta_end)) return -1;
     if (get_str(j, w, "beta_schedule", "linear", &s) ||
         copy_str(c->beta_schedule, sizeof c->beta_schedule, s, w, "beta_schedule")) return -1;
     if (get_str(j, w, "prediction_type", "epsilon", &s) ||
         copy_str(c->prediction_type, sizeof c->prediction_type, s, w, "prediction_type")) return -1;
-    if (strcmp(s, "epsilon") && strcmp(s, "v_prediction") && strcmp(s, "sample"))
-        return sd_set_error("%s: prediction_type = \"%s\": unsupported", w, s);
     if (get_int(j, w, "steps_offset", 0, &c->steps_offset)) return -1;
-    if (get_bool(j, w, "set_alpha_to_one", 1, &c->set_alpha_to_one)) return -1;
+    if (get_bool(j, w, "set_alpha_to_one", -1, &c->set_alpha_to_one)) return -1;
     if (get_bool(j, w, "skip_prk_steps", 0, &c->skip_prk_steps)) return -1;
-    if (get_bool(j, w, "clip_sample", 1, &c->clip_sample)) return -1;
+    if (get_bool(j, w, "clip_sample", -1, &c->clip_sample)) return -1;
     if (get_num(j, w, "clip_sample_range", 1.0, &c->clip_sample_range)) return -1;
     if (get_str(j, w, "timestep_spacing", "", &s) ||
         copy_str(c->timestep_spacing, sizeof c->timestep_spacing, s, w, "timestep_spacing")) return -1;
     if (get_bool(j, w, "use_karras_sigmas", 0, &c->use_karras_sigmas)) return -1;
     if (get_bool(j, w, "rescale_betas_zero_snr", 0, &c->rescale_betas_zero_snr)) return -1;
-    const cJSON *tb = item(j, "trained_betas");
-    if (tb) return sd_set_error("%s: trained_betas: an explicit beta list is unsupported (only null)", w);
+    const cJSON *tb = item(j, "trained_betas"), *e;
+    if (tb) {
+        if (!cJSON_IsArray(tb)) return sd_set_error("%s: trained_betas: expected a list of numbers or null", w);
+        cJSON_ArrayForEach(e, tb) {
+            if (!cJSON_IsNumber(e)) return sd_set_error("%s: trained_betas[%d]: expected a number", w, c->n_trained_betas);
+            c->n_trained_betas++;
+        }
+    }
     c->raw = cJSON_Duplicate(j, 1);
     return 0;
 }

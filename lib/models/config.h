@@ -155,27 +155,32 @@ void sd_clip_text_config_default(sd_clip_text_config *c); /* CLIPTextConfig() de
 
 /* ---- scheduler_config.json ----------------------------------------------- */
 
-/* Plain values; the scheduler module interprets them. Strings are "" when the
- * key is absent and the class default applies (timestep_spacing: "leading"
+/* What a model directory says about its scheduler, for describing and for
+ * writing it back. Descriptive only: nothing a scheduler might support is
+ * refused here (only keys of the wrong JSON type are errors). The sampling
+ * code builds its own config from `raw` (lib/sample/scheduler.h:
+ * sd_sched_config_from_json(m->scheduler.raw, ...)), which applies the
+ * per-class defaults and refusals. Strings are "" and ints -1 when the key is
+ * absent and the default depends on the class (timestep_spacing: "leading"
  * for DDPM/DDIM/PNDM, "linspace" for Euler/EulerA/DPM++; see sd_spec §5). */
 typedef struct {
-    char class_name[64];         /* "_class_name", e.g. "PNDMScheduler" */
+    char class_name[64];         /* "_class_name", e.g. "PNDMScheduler" ("" if absent) */
     int num_train_timesteps;     /* 1000 */
-    double beta_start, beta_end; /* 0.0001, 0.02 (class defaults; SD files set 0.00085, 0.012) */
+    double beta_start, beta_end; /* 0.0001, 0.02 (SD files set 0.00085, 0.012) */
     char beta_schedule[32];      /* "linear" (default), "scaled_linear", "squaredcos_cap_v2" */
     char prediction_type[32];    /* "epsilon" (default), "v_prediction", "sample" */
     int steps_offset;            /* 0 */
-    int set_alpha_to_one;        /* 1 (DDIM/PNDM default; SD files set false) */
+    int set_alpha_to_one;        /* -1: class default (DDIM 1, PNDM 0); SD files set false */
     int skip_prk_steps;          /* 0 */
-    int clip_sample;             /* 1 (DDPM/DDIM default; SD files set false) */
+    int clip_sample;             /* -1: class default (DDPM/DDIM 1); SD files set false */
     double clip_sample_range;    /* 1.0 */
     char timestep_spacing[32];   /* "" = class default */
     int use_karras_sigmas;       /* 0 */
     int rescale_betas_zero_snr;  /* 0 */
-    cJSON *raw;                  /* every other key (algorithm_type, solver_order, ...) */
+    int n_trained_betas;         /* length of a trained_betas list; 0 when null/absent */
+    cJSON *raw;                  /* the whole object (algorithm_type, solver_order, trained_betas, ...) */
 } sd_scheduler_config;
 
-/* trained_betas must be null/absent (an explicit beta list is refused). */
 int sd_scheduler_config_parse(const cJSON *j, const char *where, sd_scheduler_config *c);
 int sd_scheduler_config_load(const char *path, sd_scheduler_config *c);
 void sd_scheduler_config_free(sd_scheduler_config *c);

@@ -203,7 +203,7 @@ TEST(vae_clip_scheduler_configs) {
     cJSON_Delete(j);
     CHECK(!strcmp(s.class_name, "PNDMScheduler") && !strcmp(s.beta_schedule, "scaled_linear"));
     CHECK(s.beta_start == 0.00085 && s.beta_end == 0.012 && s.num_train_timesteps == 1000 && s.steps_offset == 1);
-    CHECK(!s.set_alpha_to_one && s.skip_prk_steps && !s.clip_sample && !s.use_karras_sigmas);
+    CHECK(s.set_alpha_to_one == 0 && s.skip_prk_steps && s.clip_sample == 0 && !s.use_karras_sigmas && !s.n_trained_betas);
     CHECK(!strcmp(s.prediction_type, "epsilon") && s.timestep_spacing[0] == 0); /* absent: class defaults */
     sd_scheduler_config_free(&s);
     j = J("{\"_class_name\":\"DDIMScheduler\",\"prediction_type\":\"v_prediction\",\"timestep_spacing\":\"trailing\","
@@ -211,7 +211,7 @@ TEST(vae_clip_scheduler_configs) {
     CHECK_OK(sd_scheduler_config_parse(j, "sched", &s));
     cJSON_Delete(j);
     CHECK(!strcmp(s.prediction_type, "v_prediction") && !strcmp(s.timestep_spacing, "trailing") && s.use_karras_sigmas);
-    CHECK(s.beta_start == 0.0001 && s.clip_sample == 1 && sd_json_int(s.raw, "solver_order", 0) == 2);
+    CHECK(s.beta_start == 0.0001 && s.clip_sample == -1 && s.set_alpha_to_one == -1 && sd_json_int(s.raw, "solver_order", 0) == 2);
     sd_scheduler_config_free(&s);
 }
 
@@ -486,12 +486,18 @@ TEST(config_refusals) {
     CHECK_FAILS(sd_clip_text_config_parse(j, "te", &t), "not divisible");
     cJSON_Delete(j);
 
+    /* the scheduler config is descriptive: only wrong JSON types are errors */
     sd_scheduler_config s;
-    j = J("{\"_class_name\":\"DDIMScheduler\",\"trained_betas\":[0.1,0.2]}");
-    CHECK_FAILS(sd_scheduler_config_parse(j, "sched", &s), "trained_betas");
+    j = J("{\"_class_name\":\"DDIMScheduler\",\"trained_betas\":[0.1,0.2],\"prediction_type\":\"flow\"}");
+    CHECK_OK(sd_scheduler_config_parse(j, "sched", &s));
+    CHECK(s.n_trained_betas == 2 && !strcmp(s.prediction_type, "flow"));
+    sd_scheduler_config_free(&s);
     cJSON_Delete(j);
-    j = J("{\"prediction_type\":\"flow\"}");
-    CHECK_FAILS(sd_scheduler_config_parse(j, "sched", &s), "prediction_type = \"flow\"");
+    j = J("{\"trained_betas\":[0.1,\"x\"]}");
+    CHECK_FAILS(sd_scheduler_config_parse(j, "sched", &s), "trained_betas[1]: expected a number");
+    cJSON_Delete(j);
+    j = J("{\"num_train_timesteps\":\"1000\"}");
+    CHECK_FAILS(sd_scheduler_config_parse(j, "sched", &s), "num_train_timesteps: expected an integer");
     cJSON_Delete(j);
 
     /* corrupt JSON files */
