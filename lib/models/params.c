@@ -321,6 +321,24 @@ float *sd_param_data(const sd_param_table *t, float *buf, const char *name) {
     return p ? buf + p->offset : NULL;
 }
 
+const sd_param *sd_param_findf(const sd_param_table *t, const char *f, ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, f);
+    int k = vsnprintf(name, sizeof name, f, ap);
+    va_end(ap);
+    return k < NAME_MAX_LEN ? sd_param_table_find(t, name) : NULL;
+}
+
+float *sd_param_dataf(const sd_param_table *t, float *buf, const char *f, ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, f);
+    int k = vsnprintf(name, sizeof name, f, ap);
+    va_end(ap);
+    return k < NAME_MAX_LEN ? sd_param_data(t, buf, name) : NULL;
+}
+
 void sd_param_table_free(sd_param_table *t) {
     for (int i = 0; i < t->n; i++) {
         free(t->p[i].name);

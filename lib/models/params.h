@@ -68,6 +68,9 @@ const sd_param *sd_param_table_find(const sd_param_table *t, const char *name);
 int sd_param_table_index(const sd_param_table *t, const char *name); /* -1 if absent */
 /* buf + offset of `name`, or NULL. */
 float *sd_param_data(const sd_param_table *t, float *buf, const char *name);
+/* printf-style name: sd_param_dataf(t, buf, "down_blocks.%d.resnets.%d.conv1.weight", i, j) */
+float *sd_param_dataf(const sd_param_table *t, float *buf, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const sd_param *sd_param_findf(const sd_param_table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The element range [*offset, *offset + *count) covered by every parameter
  * whose name starts with prefix (e.g. "down_blocks.1." or "mid_block.").

@@ -365,6 +365,10 @@ TEST(table_layout) {
     sd_param_fingerprint(&t, buf, h3);
     CHECK(!strcmp(h1, h2) && strcmp(h1, h3));
     CHECK(sd_param_data(&t, buf, "nope") == NULL);
+    CHECK(sd_param_dataf(&t, buf, "text_model.encoder.layers.%d.mlp.fc%d.bias", 4, 2) ==
+          buf + sd_param_table_find(&t, "text_model.encoder.layers.4.mlp.fc2.bias")->offset);
+    CHECK(sd_param_findf(&t, "text_model.encoder.layers.%d.mlp.fc1.weight", 4)->shape[0] == 37);
+    CHECK(sd_param_findf(&t, "text_model.encoder.layers.%d.mlp.fc1.weight", 5) == NULL);
     free(buf);
     sd_param_table_free(&t);
     sd_clip_text_config_free(&cc);
