@@ -13,6 +13,7 @@
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "io/shard.h"
+#include "models/modeldir.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -170,7 +171,10 @@ static int describe(const char *path, const opts *o) {
     if (shard_set || has_suffix(path, ".tar") || has_suffix(path, ".tar.zst") || has_suffix(path, ".tar.gz") ||
         strstr(path, "::") || (strchr(path, '{') && strstr(path, "..")))
         return sd_shard_describe(path, o->json, stdout);
-    if (sd_is_dir(path)) return sd_set_error("%s: model directories are not supported by this build of sdinfo", path);
+    /* model directories, component directories and single-file checkpoints */
+    int mk = sd_model_probe(path); /* 0 = not a model: LoRA, latents, plain tensors */
+    if (mk && !(mk == SD_MODEL_SINGLE_FILE && (o->stats || o->dump))) return sd_model_describe(path, o->json, stdout);
+    if (sd_is_dir(path)) return sd_set_error("%s: not a model directory (no model_index.json or config.json) nor a shard set", path);
     if (!sd_is_file(path)) return sd_set_error("%s: no such file", path);
     return describe_safetensors(path, o);
 }

@@ -45,4 +45,12 @@ echo "$out" | grep -q "3 samples" && pass "shard tar summary" || fail "shard tar
   && pass "shard set --json" || fail "shard set --json"
 printf 'not a tar' > "$TMP/bad.tar"
 expect_error "corrupt tar" "bad.tar" "$SDINFO" "$TMP/bad.tar"
+# model directories
+"$PY" "$ROOT/tests/fixtures/make_tiny_model.py" --config sd1-tiny "$TMP/tiny" >/dev/null 2>&1
+out=$("$SDINFO" "$TMP/tiny" 2>&1)
+echo "$out" | grep -q "unet: UNet2DConditionModel, 1,427,012 parameters" && echo "$out" | grep -q "text_encoder: CLIPTextModel" \
+  && pass "model dir summary" || fail "model dir summary" "$out"
+"$SDINFO" --json "$TMP/tiny/unet" >/dev/null && pass "component dir --json" || fail "component dir --json"
+mkdir -p "$TMP/emptydir"
+expect_error "plain directory" "not a model directory" "$SDINFO" "$TMP/emptydir"
 finish
