@@ -11,6 +11,12 @@ sd2-tiny (CLIP gelu; its VAE has the same config and, since weights are seeded
 by (seed, component, name), the same weights as sd1-tiny's: not repeated) and
 sd1-3down (3-level VAE (32,64,64), f = 4; its text encoder equals sd1-tiny's).
 
+VAE config variants (vae_variants): AutoencoderKL built in code from the
+configs in VARIANTS (no quant convs / no mid attention / GroupNorm 8,
+layers_per_block 2, latent_channels 3) with weights from variant_weights():
+tensor NAME gets det_uniform(crc32(NAME)) scaled like make_tiny_model.py's
+init; the C test fills its parameter table by the same rule.
+
 Inputs are not from torch's RNG: images and latents come from
 det_uniform(seed, n) below, which the C test reproduces bit for bit
 (splitmix64 of seed·2^32 + i, top 24 bits -> exact float in [-1, 1)); token
@@ -25,11 +31,13 @@ VAE (vae_CONFIG): enc{0,1}: image det_uniform(seed, ·) of shape [2,3,64,64] / [
   dec{0,1}: z = 3·det_uniform of shape [2,4,h,w] / [1,4,h',w'] (h = 16 / f·… see SHAPES),
   golden image = vae.decode(z).sample.
 """
+import json
 import os
 import sys
 import subprocess
 import tempfile
 import warnings
+import zlib
 
 import numpy as np
 import torch
@@ -75,6 +83,53 @@ def token_rows():
     ids[2, 0], ids[2, 5], ids[2, 6:] = 998, 999, 0
     s = np.floor((det_uniform(32, 2 * 16) * 0.5 + 0.5) * 1000).astype(np.int32).reshape(2, 16).clip(0, 999)
     return ids, s
+
+
+VARIANTS = [
+    {"block_out_channels": [16, 32], "layers_per_block": 2, "norm_num_groups": 8, "latent_channels": 4,
+     "use_quant_conv": False, "use_post_quant_conv": False, "mid_block_add_attention": False,
+     "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2},
+    {"block_out_channels": [8, 16, 16], "layers_per_block": 2, "norm_num_groups": 4, "latent_channels": 3,
+     "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3},
+]
+VAR_ENC = (41, (1, 3, 32, 48))   # image; latent side = 32/f x 48/f
+VAR_DEC = (42, (5, 7))           # latent h, w (channels from the config)
+
+
+def variant_weights(shape, name):
+    """det_uniform(crc32(name)) scaled: >=2-D: ·sqrt(3/fan_in); 1-D .weight: 1 + 0.1·u; bias: 0.05·u."""
+    n = int(np.prod(shape))
+    u = det_uniform(zlib.crc32(name.encode()), n).astype(np.float64)
+    if len(shape) >= 2:
+        v = u * np.sqrt(3.0 / int(np.prod(shape[1:])))
+    elif name.endswith(".weight"):
+        v = 1.0 + 0.1 * u
+    else:
+        v = 0.05 * u
+    return v.astype(np.float32).reshape(shape)
+
+
+@torch.no_grad()
+def vae_variants():
+    t = {}
+    for k, cfg in enumerate(VARIANTS):
+        vae = AutoencoderKL(**cfg).eval()
+        sd = {n: torch.from_numpy(variant_weights(tuple(p.shape), n)) for n, p in vae.state_dict().items()}
+        vae.load_state_dict(sd, strict=True)
+        f = 2 ** (len(cfg["block_out_channels"]) - 1)
+        seed, shape = VAR_ENC
+        x = torch.from_numpy(det_uniform(seed, int(np.prod(shape))).reshape(shape))
+        dist = vae.encode(x).latent_dist
+        t[f"v{k}_mean"], t[f"v{k}_logvar"] = dist.mean.numpy(), dist.logvar.numpy()
+        seed, (h, w) = VAR_DEC
+        zs = (1, cfg["latent_channels"], h, w)
+        z = torch.from_numpy(det_uniform(seed, int(np.prod(zs))).reshape(zs) * np.float32(3))
+        t[f"v{k}_dec"] = vae.decode(z).sample.numpy()
+        assert t[f"v{k}_mean"].shape[2:] == (32 // f, 48 // f)
+    meta = {f"config{k}": json.dumps(c) for k, c in enumerate(VARIANTS)}
+    save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, os.path.join(OUT, "vae_variants.safetensors"),
+              metadata=meta)
+    print(f"vae variants: {', '.join(f'{k} {list(v.shape)}' for k, v in t.items())}")
 
 
 def make_tiny(name, out):
@@ -135,6 +190,7 @@ def main():
                 clip_golden(d, name)
             if vae:
                 vae_golden(d, name)
+    vae_variants()
     return 0
 
 

@@ -6,7 +6,10 @@
  * tests/ref/gen_models_forward.py from transformers' CLIPTextModel and
  * diffusers' AutoencoderKL (fp32) on the same weights. Inputs: token ids from
  * the golden; images and latents from det_uniform(), which reproduces the
- * generator's function bit for bit.
+ * generator's function bit for bit. VAE config variants (no quant convs, no
+ * mid attention, other group counts, layers_per_block 2, 3 latent channels)
+ * are built in code from a weight rule both sides implement
+ * (vae_variants.safetensors).
  *
  * Tolerance: max |ours - torch| <= 1e-4 · RMS(torch output). Both sides are
  * fp32 with different summation orders (OpenBLAS vs MKL-DNN blocking, and
@@ -29,6 +32,7 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <zlib.h>
 
 #define REL_TOL 1e-4
 
@@ -308,6 +312,77 @@ static void vae_case(const char *cfg) {
 TEST(vae_sd1_tiny) { vae_case("sd1-tiny"); }
 TEST(vae_sd1_3down) { vae_case("sd1-3down"); }
 
+/* Config variants built in code (gen_models_forward.py VARIANTS): no quant
+ * convs and no mid attention with GroupNorm(8); layers_per_block 2 with 3
+ * levels and 3 latent channels. Weights by variant_weights()'s rule. */
+TEST(vae_config_variants) {
+    sd_st_file *g;
+    CHECK_OK(sd_st_open("tests/ref/golden/models/vae_variants.safetensors", &g));
+    if (!g) return;
+    for (int k = 0; k < 2; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "config%d", k);
+        const char *js = sd_st_meta(g, key);
+        CHECK(js != NULL);
+        cJSON *j = js ? cJSON_Parse(js) : NULL;
+        sd_vae_config cfg;
+        CHECK_OK(sd_vae_config_parse(j, key, &cfg));
+        cJSON_Delete(j);
+        sd_param_table t;
+        CHECK_OK(sd_vae_param_table(&cfg, &t));
+        float *buf = malloc(t.total * sizeof(float));
+        for (int i = 0; i < t.n; i++) {
+            const sd_param *p = &t.p[i];
+            float *d = buf + p->offset;
+            det_uniform(crc32(0, (const unsigned char *)p->name, (unsigned)strlen(p->name)), d, p->numel);
+            size_t fan_in = p->numel / (size_t)p->shape[0];
+            size_t len = strlen(p->name);
+            for (size_t e = 0; e < p->numel; e++) {
+                double u = d[e];
+                if (p->ndim >= 2) d[e] = (float)(u * sqrt(3.0 / (double)fan_in));
+                else if (len > 7 && !strcmp(p->name + len - 7, ".weight")) d[e] = (float)(1.0 + 0.1 * u);
+                else d[e] = (float)(0.05 * u);
+            }
+        }
+        sd_vae *v = NULL;
+        CHECK_OK(sd_vae_create(&cfg, buf, be, &v));
+        free(buf);
+        if (v) {
+            CHECK(v->latent_channels == cfg.latent_channels);
+            const int f = v->factor, L = v->latent_channels, h = 32 / f, w = 48 / f;
+            float img[3 * 32 * 48], *z = malloc((size_t)L * 5 * 7 * sizeof(float));
+            float *mom = malloc(2 * (size_t)L * h * w * sizeof(float));
+            float *mean = malloc((size_t)L * h * w * sizeof(float)), *lv = malloc((size_t)L * h * w * sizeof(float));
+            float *dec = malloc((size_t)3 * 5 * f * 7 * f * sizeof(float));
+            det_uniform(41, img, 3 * 32 * 48);
+            det_uniform(42, z, (size_t)L * 5 * 7);
+            for (int i = 0; i < L * 5 * 7; i++) z[i] *= 3.0f;
+            CHECK_OK(sd_vae_encode(v, img, 1, 32, 48, mom));
+            CHECK_OK(sd_vae_decode(v, z, 1, 5, 7, dec));
+            sd_vae_moments_split(mom, 1, L, h, w, mean, lv);
+            const char *part[3] = {"mean", "logvar", "dec"};
+            const float *got[3] = {mean, lv, dec};
+            for (int q = 0; q < 3; q++) {
+                char gn[32], what[64];
+                int64_t sh[4];
+                size_t n;
+                snprintf(gn, sizeof gn, "v%d_%s", k, part[q]);
+                float *ref = golden(g, gn, sh, &n);
+                size_t want = q < 2 ? (size_t)L * h * w : (size_t)3 * 5 * f * 7 * f;
+                CHECK_MSG(ref && n == want, "%s: %zu values, expected %zu", gn, n, want);
+                snprintf(what, sizeof what, "vae variant %d %s", k, part[q]);
+                if (ref && n == want) compare(what, got[q], ref, n);
+                free(ref);
+            }
+            free(z), free(mom), free(mean), free(lv), free(dec);
+            sd_vae_free(v);
+        }
+        sd_param_table_free(&t);
+        sd_vae_config_free(&cfg);
+    }
+    sd_st_close(g);
+}
+
 TEST(vae_shapes_and_memory) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/sd1-3down", tmp);
@@ -346,6 +421,41 @@ TEST(vae_shapes_and_memory) {
     sd_model_close(m);
 }
 
+/* Thread count changes only the work split: 1 and 2 threads agree to
+ * rounding (GEMM blocking may differ, so not necessarily bit for bit). */
+TEST(threads_agree) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/sd1-tiny", tmp);
+    sd_backend *b1 = sd_backend_cpu_create(1), *b2 = sd_backend_cpu_create(2);
+    sd_model *m;
+    CHECK_OK(sd_model_open(dir, NULL, &m));
+    sd_vae *v1 = NULL, *v2 = NULL;
+    sd_clip_text *t1 = NULL, *t2 = NULL;
+    CHECK_OK(sd_vae_load(m, b1, &v1));
+    CHECK_OK(sd_vae_load(m, b2, &v2));
+    CHECK_OK(sd_clip_text_load(m, b1, &t1));
+    CHECK_OK(sd_clip_text_load(m, b2, &t2));
+    if (v1 && v2 && t1 && t2) {
+        static float img[2 * 3 * 48 * 48], m1[2 * 8 * 24 * 24], m2[2 * 8 * 24 * 24];
+        det_uniform(7, img, 2 * 3 * 48 * 48);
+        CHECK_OK(sd_vae_encode(v1, img, 2, 48, 48, m1));
+        CHECK_OK(sd_vae_encode(v2, img, 2, 48, 48, m2));
+        compare("vae encode, 1 vs 2 threads", m1, m2, 2 * 8 * 24 * 24);
+        CHECK_OK(sd_vae_decode(v1, m1, 2, 12, 12, img));
+        CHECK_OK(sd_vae_decode(v2, m1, 2, 12, 12, m2));
+        compare("vae decode, 1 vs 2 threads", img, m2, 2 * 3 * 24 * 24);
+        int32_t ids[2 * 77];
+        for (int i = 0; i < 2 * 77; i++) ids[i] = (i * 131) % 1000;
+        CHECK_OK(sd_clip_text_forward(t1, ids, 2, 77, 0, m1));
+        CHECK_OK(sd_clip_text_forward(t2, ids, 2, 77, 0, m2));
+        compare("clip, 1 vs 2 threads", m1, m2, 2 * 77 * 32);
+    }
+    sd_vae_free(v1), sd_vae_free(v2);
+    sd_clip_text_free(t1), sd_clip_text_free(t2);
+    sd_model_close(m);
+    sd_backend_destroy(b1), sd_backend_destroy(b2);
+}
+
 TEST(vae_moments_split_clamps) {
     /* [B=2, 2L=4, 1x2]: mean channels first, then logvar; clamp to [-30, 20] */
     float mom[2 * 4 * 2] = {1, 2, 3, 4, -40, 25, 0.5f, -30.5f, /* b0 */ 5, 6, 7, 8, 19.5f, -29.5f, NAN, 100};
@@ -382,7 +492,9 @@ int main(void) {
     RUN(clip_errors);
     RUN(vae_sd1_tiny);
     RUN(vae_sd1_3down);
+    RUN(vae_config_variants);
     RUN(vae_shapes_and_memory);
+    RUN(threads_agree);
     RUN(vae_moments_split_clamps);
     sd_backend_destroy(be);
     sd_rm_rf(tmp);
