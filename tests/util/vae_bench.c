@@ -118,7 +118,6 @@ static double fma_peak(int threads) {
                 c0 = c0 * a + b, c1 = c1 * a + b, c2 = c2 * a + b, c3 = c3 * a + b;
                 c4 = c4 * a + b, c5 = c5 * a + b, c6 = c6 * a + b, c7 = c7 * a + b;
                 c8 = c8 * a + b, c9 = c9 * a + b, c10 = c10 * a + b, c11 = c11 * a + b;
-                __asm__ volatile("" : "+v"(c0), "+v"(c6)); /* keep the loop */
             }
             v16 sum = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11;
             for (int i = 0; i < 16; i++) sink += sum[i];
