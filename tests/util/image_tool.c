@@ -15,6 +15,7 @@
  *                                           cmyk (Adobe marker) | cmyk-noadobe (values
  *                                           from the RGB as C=255-R...) | rgb (RGB color
  *                                           space, no transform) | h1v2 (4:4:0) | arith
+ *   image_tool chw IN.ppm OUT.f32           ToTensor+Normalize(0.5, 0.5): float32 CHW
  *   image_tool bench N RES FILTER FILE...   decode + resize shorter side + center crop,
  *                                           N passes; prints "images SECONDS"
  */
@@ -197,7 +198,7 @@ static int cmd_bench(int n, int res, const char *fname, char **files, int nfiles
 
 int main(int argc, char **argv) {
     sd_set_progname(argv[0]);
-    if (argc < 2) sd_die("usage: image_tool info|decode|resize|batch|transform|encode|jpeg|bench ...");
+    if (argc < 2) sd_die("usage: image_tool info|decode|resize|batch|transform|encode|chw|jpeg|bench ...");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "info") && argc == 3) {
         char *buf;
@@ -276,6 +277,17 @@ int main(int argc, char **argv) {
         sd_image_free(&img);
         return 0;
     }
+    if (!strcmp(cmd, "chw") && argc == 4) {
+        sd_image img;
+        if (read_pnm(argv[2], &img)) sd_die_last();
+        size_t n = (size_t)img.w * img.h * img.c;
+        float *t = sd_xmalloc(n * sizeof(float));
+        sd_image_to_chw_f32(&img, t);
+        if (sd_write_file_atomic(argv[3], t, n * sizeof(float))) sd_die_last();
+        free(t);
+        sd_image_free(&img);
+        return 0;
+    }
     if (!strcmp(cmd, "jpeg") && argc == 5) {
         if (cmd_jpeg(argv[2], argv[3], argv[4])) sd_die_last();
         return 0;
@@ -284,5 +296,5 @@ int main(int argc, char **argv) {
         if (cmd_bench(atoi(argv[2]), atoi(argv[3]), argv[4], argv + 5, argc - 5)) sd_die_last();
         return 0;
     }
-    sd_die("usage: image_tool info|decode|resize|batch|transform|encode|jpeg|bench ... (bad arguments for %s)", cmd);
+    sd_die("usage: image_tool info|decode|resize|batch|transform|encode|chw|jpeg|bench ... (bad arguments for %s)", cmd);
 }
