@@ -274,6 +274,15 @@ static int png_run(png_dec *d) {
 
 static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, int header_only, sd_image *out,
                       sd_image_info *meta) {
+    /* The bomb guard first, from the IHDR at its fixed place: libpng's header
+     * read goes on to the first IDAT, which a hostile file need not have. */
+    if (len >= 33 && memcmp(data + 12, "IHDR", 4) == 0 && max_pixels) {
+        uint32_t w = (uint32_t)data[16] << 24 | (uint32_t)data[17] << 16 | (uint32_t)data[18] << 8 | data[19];
+        uint32_t h = (uint32_t)data[20] << 24 | (uint32_t)data[21] << 16 | (uint32_t)data[22] << 8 | data[23];
+        if ((uint64_t)w * h > max_pixels)
+            return sd_set_error("PNG: image is %u x %u = %llu pixels, more than the limit of %llu (decompression "
+                                "bomb guard)", w, h, (unsigned long long)w * h, (unsigned long long)max_pixels);
+    }
     png_dec d;
     memset(&d, 0, sizeof d);
     d.data = data;
