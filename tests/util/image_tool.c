@@ -17,7 +17,8 @@
  *                                           space, no transform) | h1v2 (4:4:0) | arith
  *   image_tool chw IN.ppm OUT.f32           ToTensor+Normalize(0.5, 0.5): float32 CHW
  *   image_tool bench N RES FILTER FILE...   decode + resize shorter side + center crop,
- *                                           N passes; prints "images SECONDS"
+ *                                           N passes; prints "images CPU_SECONDS WALL_SECONDS"
+ *   image_tool bench-png IN.ppm LEVEL N     encode N times in memory: "BYTES CPU_SECONDS"
  */
 #include "core/error.h"
 #include "core/fs.h"
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jpeglib.h>
 
@@ -166,6 +168,12 @@ static int cmd_jpeg(const char *inp, const char *outp, const char *kind) {
     return 0;
 }
 
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int cmd_bench(int n, int res, const char *fname, char **files, int nfiles) {
     sd_resize_filter f;
     if (parse_filter(fname, &f)) return -1;
@@ -175,7 +183,7 @@ static int cmd_bench(int n, int res, const char *fname, char **files, int nfiles
     for (int i = 0; i < nfiles; i++)
         if (sd_read_file(files[i], (size_t)1 << 30, &data[i], &len[i])) return -1;
     sd_transform_opts o = {.resolution = res, .filter = f, .center_crop = 1};
-    double t0 = sd_now();
+    double t0 = sd_now(), c0 = cpu_seconds();
     long count = 0;
     unsigned sum = 0;
     for (int it = 0; it < n; it++)
@@ -188,8 +196,8 @@ static int cmd_bench(int n, int res, const char *fname, char **files, int nfiles
             sd_image_free(&out);
             count++;
         }
-    double dt = sd_now() - t0;
-    printf("%ld %.6f %u\n", count, dt, sum);
+    double dt = sd_now() - t0, dc = cpu_seconds() - c0;
+    printf("%ld %.6f %.6f %u\n", count, dc, dt, sum);
     for (int i = 0; i < nfiles; i++) free(data[i]);
     free(data);
     free(len);
@@ -290,6 +298,21 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "jpeg") && argc == 5) {
         if (cmd_jpeg(argv[2], argv[3], argv[4])) sd_die_last();
+        return 0;
+    }
+    if (!strcmp(cmd, "bench-png") && argc == 5) {
+        sd_image img;
+        if (read_pnm(argv[2], &img)) sd_die_last();
+        int level = atoi(argv[3]), n = atoi(argv[4]);
+        size_t len = 0;
+        double c0 = cpu_seconds();
+        for (int i = 0; i < n; i++) {
+            uint8_t *buf;
+            if (sd_png_encode_memory(&img, NULL, 0, level, &buf, &len)) sd_die_last();
+            free(buf);
+        }
+        printf("%zu %.6f\n", len, cpu_seconds() - c0);
+        sd_image_free(&img);
         return 0;
     }
     if (!strcmp(cmd, "bench") && argc >= 6) {
