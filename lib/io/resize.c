@@ -26,7 +26,12 @@
 #include <string.h>
 #include <strings.h>
 
+/* no a*b+c fusion in the weight computations (see the top of this file) */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 /* ---- PIL's filters (Resample.c), same expressions ------------------------- */
 
@@ -200,37 +205,43 @@ static int coeffs_make(int in_size, int out_size, int o0, int o1, const filter_d
  * summed in int32. With AVX2, 32 outputs per step: bytes widened to int32
  * (vpmovzxbd), vpmulld by the broadcast weight, vpaddd; the >> 22 and the
  * 0..255 clip are an arithmetic shift and two saturating packs. SSE4.1 does
- * 16 at a time the same way; anything else runs the scalar loop. */
+ * 16 at a time the same way. The variant is chosen at run time from the CPU
+ * (so a build for baseline x86-64 still gets AVX2); elsewhere, scalar. */
 
 static inline uint8_t clip8(int32_t acc) {
     int32_t v = acc >> PRECISION_BITS;
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-static inline __m256i widen8(const uint8_t *p) {
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+static void conv_lines_scalar(uint8_t *restrict out, const uint8_t *restrict in, size_t stride,
+                              const int32_t *restrict k, int taps, int n) {
+    for (int i = 0; i < n; i++) {
+        int32_t acc = 1 << (PRECISION_BITS - 1);
+        const uint8_t *p = in + i;
+        for (int j = 0; j < taps; j++, p += stride) acc += p[0] * k[j];
+        out[i] = clip8(acc);
+    }
 }
-#elif defined(__SSE4_1__)
-#include <smmintrin.h>
-#endif
 
-static void conv_lines(uint8_t *restrict out, const uint8_t *restrict in, size_t stride, const int32_t *restrict k,
-                       int taps, int n) {
-    const int32_t half = 1 << (PRECISION_BITS - 1);
+#if defined(__x86_64__) || defined(__i386__)
+#define SD_RESIZE_X86 1
+#include <immintrin.h>
+
+__attribute__((target("avx2"))) static void conv_lines_avx2(uint8_t *restrict out, const uint8_t *restrict in,
+                                                             size_t stride, const int32_t *restrict k, int taps,
+                                                             int n) {
+    const __m256i vhalf = _mm256_set1_epi32(1 << (PRECISION_BITS - 1)), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+#define WIDEN8(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
     int i = 0;
-#if defined(__AVX2__)
-    const __m256i vhalf = _mm256_set1_epi32(half), perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (; i + 32 <= n; i += 32) {
         __m256i a0 = vhalf, a1 = vhalf, a2 = vhalf, a3 = vhalf;
         const uint8_t *p = in + i;
         for (int j = 0; j < taps; j++, p += stride) {
             __m256i kj = _mm256_set1_epi32(k[j]);
-            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(widen8(p), kj));
-            a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(widen8(p + 8), kj));
-            a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(widen8(p + 16), kj));
-            a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(widen8(p + 24), kj));
+            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(WIDEN8(p), kj));
+            a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(WIDEN8(p + 8), kj));
+            a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(WIDEN8(p + 16), kj));
+            a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(WIDEN8(p + 24), kj));
         }
         a0 = _mm256_srai_epi32(a0, PRECISION_BITS);
         a1 = _mm256_srai_epi32(a1, PRECISION_BITS);
@@ -245,13 +256,20 @@ static void conv_lines(uint8_t *restrict out, const uint8_t *restrict in, size_t
         __m256i a0 = vhalf;
         const uint8_t *p = in + i;
         for (int j = 0; j < taps; j++, p += stride)
-            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(widen8(p), _mm256_set1_epi32(k[j])));
+            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(WIDEN8(p), _mm256_set1_epi32(k[j])));
         a0 = _mm256_srai_epi32(a0, PRECISION_BITS);
         __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(a0), _mm256_extracti128_si256(a0, 1));
         _mm_storel_epi64((__m128i *)(out + i), _mm_packus_epi16(w, w));
     }
-#elif defined(__SSE4_1__)
-    const __m128i vhalf = _mm_set1_epi32(half);
+#undef WIDEN8
+    if (i < n) conv_lines_scalar(out + i, in + i, stride, k, taps, n - i);
+}
+
+__attribute__((target("sse4.1"))) static void conv_lines_sse41(uint8_t *restrict out, const uint8_t *restrict in,
+                                                                size_t stride, const int32_t *restrict k, int taps,
+                                                                int n) {
+    const __m128i vhalf = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+    int i = 0;
     for (; i + 16 <= n; i += 16) {
         __m128i a0 = vhalf, a1 = vhalf, a2 = vhalf, a3 = vhalf;
         const uint8_t *p = in + i;
@@ -267,22 +285,40 @@ static void conv_lines(uint8_t *restrict out, const uint8_t *restrict in, size_t
         __m128i hi = _mm_packs_epi32(_mm_srai_epi32(a2, PRECISION_BITS), _mm_srai_epi32(a3, PRECISION_BITS));
         _mm_storeu_si128((__m128i *)(out + i), _mm_packus_epi16(lo, hi));
     }
+    if (i < n) conv_lines_scalar(out + i, in + i, stride, k, taps, n - i);
+}
 #endif
-    for (; i < n; i++) {
-        int32_t acc = half;
-        const uint8_t *p = in + i;
-        for (int j = 0; j < taps; j++, p += stride) acc += p[0] * k[j];
-        out[i] = clip8(acc);
-    }
+
+/* SD_RESIZE_KERNEL=scalar|sse41|avx2 forces a variant (tests compare them) */
+static int kernel_choice(void) {
+    const char *e = getenv("SD_RESIZE_KERNEL");
+    int best = 0;
+#ifdef SD_RESIZE_X86
+    if (__builtin_cpu_supports("avx2")) best = 2;
+    else if (__builtin_cpu_supports("sse4.1")) best = 1;
+#endif
+    if (e && !strcmp(e, "scalar")) return 0;
+    if (e && !strcmp(e, "sse41") && best >= 1) return 1;
+    return best;
+}
+
+static void conv_lines(uint8_t *restrict out, const uint8_t *restrict in, size_t stride, const int32_t *restrict k,
+                       int taps, int n, int kernel) {
+#ifdef SD_RESIZE_X86
+    if (kernel == 2) return conv_lines_avx2(out, in, stride, k, taps, n);
+    if (kernel == 1) return conv_lines_sse41(out, in, stride, k, taps, n);
+#endif
+    (void)kernel;
+    conv_lines_scalar(out, in, stride, k, taps, n);
 }
 
 /* Vertical pass: output rows [0, cv->n) from `in` (row r of the input is at
  * in + (r - row0) * in_stride, columns already offset), n bytes per row. */
 static void vpass(uint8_t *out, size_t out_stride, const uint8_t *in, size_t in_stride, int row0, const coeffs *cv,
-                  int n) {
+                  int n, int kernel) {
     for (int o = 0; o < cv->n; o++)
         conv_lines(out + (size_t)o * out_stride, in + (size_t)(cv->start[o] - row0) * in_stride, in_stride,
-                   cv->k + (size_t)o * cv->ksize, cv->count[o], n);
+                   cv->k + (size_t)o * cv->ksize, cv->count[o], n, kernel);
 }
 
 /* Horizontal pass over nrows rows of `in` (row stride in_stride, its first
@@ -290,7 +326,7 @@ static void vpass(uint8_t *out, size_t out_stride, const uint8_t *in, size_t in_
  * columns [ch->lo, ch->hi)), row r written to out + r * out_stride. */
 #define STRIP 32 /* rows per transposed strip: 32*c bytes per column, a multiple of 32 */
 static int hpass(const uint8_t *in, size_t in_stride, int c, int nrows, int col0, const coeffs *ch, uint8_t *out,
-                 size_t out_stride) {
+                 size_t out_stride, int kernel) {
     const int L = STRIP * c, cx0 = ch->lo, ncols = ch->hi - ch->lo;
     uint8_t *T = malloc((size_t)ncols * L + 64);
     if (!T) return sd_set_error("resize: out of memory");
@@ -319,7 +355,7 @@ static int hpass(const uint8_t *in, size_t in_stride, int c, int nrows, int col0
          * column, as above; col has 4 bytes of slack) */
         for (int o = 0; o < ch->n; o++) {
             const uint8_t *tin = T + (size_t)(ch->start[o] - cx0) * L;
-            conv_lines(col, tin, (size_t)L, ch->k + (size_t)o * ch->ksize, ch->count[o], L);
+            conv_lines(col, tin, (size_t)L, ch->k + (size_t)o * ch->ksize, ch->count[o], L, kernel);
             uint8_t *dst = out + (size_t)rs * out_stride + (size_t)o * c;
             if (c == 3 && o < ch->n - 1) {
                 for (int s = 0; s < ns; s++, dst += out_stride) memcpy(dst, col + 3 * s, 4);
@@ -436,15 +472,16 @@ int sd_image_resize_crop(const sd_image *src, int w, int h, sd_resize_filter f, 
     int need_h = w != src->w, need_v = h != src->h;
     int vfirst = need_h && need_v && h < src->h && (long)src->h - h > 2L * ((long)src->w - w);
     const size_t sstride = (size_t)src->w * c;
+    const int kernel = kernel_choice();
     coeffs cv = {0}, chh = {0};
     uint8_t *tmp = NULL;
     if (need_v && (rc = coeffs_make(src->h, h, y0, y1, fd, &cv))) goto done;
     if (need_h && (rc = coeffs_make(src->w, w, x0, x1, fd, &chh))) goto done;
     if (need_h && !need_v) { /* horizontal only: output row y is source row y */
-        rc = hpass(src->data + (size_t)y0 * sstride, sstride, c, y1 - y0, 0, &chh, obase, ostride);
+        rc = hpass(src->data + (size_t)y0 * sstride, sstride, c, y1 - y0, 0, &chh, obase, ostride, kernel);
     } else if (need_v && !need_h) { /* vertical only: read the source in place */
         vpass(obase, ostride, src->data + (size_t)cv.lo * sstride + (size_t)x0 * c, sstride, cv.lo, &cv,
-              (x1 - x0) * c);
+              (x1 - x0) * c, kernel);
     } else if (!vfirst) { /* source rows [cv.lo, cv.hi) -> tmp (x1-x0 wide) -> output */
         size_t tstride = (size_t)(x1 - x0) * c;
         int nrows = cv.hi - cv.lo;
@@ -452,8 +489,9 @@ int sd_image_resize_crop(const sd_image *src, int w, int h, sd_resize_filter f, 
             rc = sd_set_error("resize: out of memory");
             goto done;
         }
-        if ((rc = hpass(src->data + (size_t)cv.lo * sstride, sstride, c, nrows, 0, &chh, tmp, tstride))) goto done;
-        vpass(obase, ostride, tmp, tstride, cv.lo, &cv, (int)tstride);
+        rc = hpass(src->data + (size_t)cv.lo * sstride, sstride, c, nrows, 0, &chh, tmp, tstride, kernel);
+        if (rc) goto done;
+        vpass(obase, ostride, tmp, tstride, cv.lo, &cv, (int)tstride, kernel);
     } else { /* source columns [chh.lo, chh.hi) -> tmp (y1-y0 tall) -> output */
         size_t tstride = (size_t)(chh.hi - chh.lo) * c;
         if (!(tmp = malloc(tstride * (size_t)(y1 - y0) + 64))) {
@@ -461,8 +499,8 @@ int sd_image_resize_crop(const sd_image *src, int w, int h, sd_resize_filter f, 
             goto done;
         }
         vpass(tmp, tstride, src->data + (size_t)cv.lo * sstride + (size_t)chh.lo * c, sstride, cv.lo, &cv,
-              (int)tstride);
-        rc = hpass(tmp, tstride, c, y1 - y0, chh.lo, &chh, obase, ostride);
+              (int)tstride, kernel);
+        rc = hpass(tmp, tstride, c, y1 - y0, chh.lo, &chh, obase, ostride, kernel);
     }
 done:
     coeffs_free(&cv);

@@ -8,15 +8,22 @@
  *     factor (support * max(1, in/out)) and the kernel stretched to match;
  *   - weights computed in double and normalised to sum 1, then rounded to
  *     22-bit fixed point (round half away from zero);
- *   - two separable passes, horizontal first (only over the rows the vertical
- *     pass needs), each accumulating uint8 x int32 into an int32 starting at
- *     2^21 and clipping (acc >> 22) to 0..255 — so the intermediate image is
- *     8-bit, as in PIL; a pass whose size does not change is skipped.
+ *   - two separable passes, each accumulating uint8 x int32 into an int32
+ *     starting at 2^21 and clipping (acc >> 22) to 0..255 — so the
+ *     intermediate image is 8-bit, as in PIL, and the order of the passes
+ *     matters: horizontal first (over the rows the vertical pass needs),
+ *     except that Pillow 13 (PR #9549) goes vertical first when the height
+ *     shrinks by more than twice as many pixels as the width does
+ *     (in_h - h > 2 * (in_w - w) and h < in_h); a pass whose size does not
+ *     change is skipped.
  * NEAREST is PIL's affine nearest path (ImagingScaleAffine): source column
  * (int)(in/out * 0.5 + x * in/out), accumulated in double as PIL does.
  *
  * Integer sums are exact, so the SIMD order of summation gives PIL's result
- * bit for bit (tests/py/test_image_parity.py measures max |diff| = 0).
+ * bit for bit (tests/py/test_image_parity.py measures max |diff| = 0). The
+ * kernels (AVX2, SSE4.1, scalar) are picked at run time from the CPU; the
+ * environment variable SD_RESIZE_KERNEL=scalar|sse41 forces a slower one
+ * (tests use it). Single-threaded and reentrant: call it from many threads.
  * Channels are resampled independently (PIL does the same for L and RGB; for
  * RGBA PIL premultiplies alpha, which this does not).
  */
