@@ -124,6 +124,7 @@ const char *sd_resize_filter_name(sd_resize_filter f) {
 /* ---- weights (PIL's precompute_coeffs + normalize_coeffs_8bpc) ------------ */
 
 #define PRECISION_BITS 22 /* 32 - 8 (result) - 2 (headroom for negative lobes) */
+#define STRIP 32          /* rows per transposed strip (horizontal pass): 32*c bytes per column */
 
 typedef struct {
     int n, ksize; /* outputs described, stride of k */
@@ -289,6 +290,55 @@ __attribute__((target("sse4.1"))) static void conv_lines_sse41(uint8_t *restrict
 }
 #endif
 
+#ifdef SD_RESIZE_X86
+/* RGB strip transpose with AVX2: T[x*Lp + s*3 + ch] = srow[s][3*x + ch] for
+ * s in [0, 32) and x in [0, xv), where xv is returned (columns whose 32-byte
+ * loads stay inside the 3*ncols bytes of every row; the caller does the rest).
+ * Per 8 rows x 8 pixels: expand to RGBX dwords, 8x8 dword transpose, compact
+ * to 24 bytes, 32-byte store (the 8 extra bytes land on rows written later,
+ * or in the column's slack). */
+__attribute__((target("avx2"))) static int transpose_rgb_avx2(const uint8_t *const *srow, int ncols, uint8_t *T,
+                                                               int Lp) {
+    const __m256i spread = _mm256_setr_epi32(0, 1, 2, 2, 3, 4, 5, 5);
+    const __m256i to_rgbx = _mm256_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1, 0, 1, 2, -1, 3, 4, 5,
+                                             -1, 6, 7, 8, -1, 9, 10, 11, -1);
+    const __m256i to_rgb = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1, 0, 1, 2, 4, 5, 6, 8,
+                                            9, 10, 12, 13, 14, -1, -1, -1, -1);
+    const __m256i join = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
+    int xv = 0;
+    while (xv + 8 + 3 <= ncols) xv += 8; /* 3*x + 32 <= 3*ncols for every load */
+    for (int s0 = 0; s0 < STRIP; s0 += 8) {
+        for (int x = 0; x < xv; x += 8) {
+            __m256i r[8], t[8], u[8];
+            for (int i = 0; i < 8; i++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(srow[s0 + i] + 3 * x));
+                r[i] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(v, spread), to_rgbx);
+            }
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+                u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+                u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+                u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+            }
+            /* u[0..3]: pixels (0,4) (1,5) (2,6) (3,7) of rows 0-3; u[4..7]: rows 4-7 */
+            for (int i = 0; i < 4; i++) {
+                __m256i lo = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20); /* pixel i */
+                __m256i hi = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31); /* pixel i + 4 */
+                lo = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(lo, to_rgb), join);
+                hi = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(hi, to_rgb), join);
+                _mm256_storeu_si256((__m256i *)(T + (size_t)(x + i) * Lp + 3 * s0), lo);
+                _mm256_storeu_si256((__m256i *)(T + (size_t)(x + i + 4) * Lp + 3 * s0), hi);
+            }
+        }
+    }
+    return xv;
+}
+#endif
+
 /* SD_RESIZE_KERNEL=scalar|sse41|avx2 forces a variant (tests compare them) */
 static int kernel_choice(void) {
     const char *e = getenv("SD_RESIZE_KERNEL");
@@ -324,47 +374,72 @@ static void vpass(uint8_t *out, size_t out_stride, const uint8_t *in, size_t in_
 /* Horizontal pass over nrows rows of `in` (row stride in_stride, its first
  * column is input column col0): output columns described by ch (input
  * columns [ch->lo, ch->hi)), row r written to out + r * out_stride. */
-#define STRIP 32 /* rows per transposed strip: 32*c bytes per column, a multiple of 32 */
+#define XBLK 4096 /* source columns per scalar transpose block: whole rows, read sequentially */
+#define OBLK 16  /* output columns per scatter block */
 static int hpass(const uint8_t *in, size_t in_stride, int c, int nrows, int col0, const coeffs *ch, uint8_t *out,
                  size_t out_stride, int kernel) {
-    const int L = STRIP * c, cx0 = ch->lo, ncols = ch->hi - ch->lo;
-    uint8_t *T = malloc((size_t)ncols * L + 64);
-    if (!T) return sd_set_error("resize: out of memory");
-    uint8_t col[STRIP * 4 + 4];
+    /* Lp: column stride, with slack so that 4-byte moves of 3-byte pixels
+     * may spill one byte past a column's last slot */
+    const int L = STRIP * c, Lp = L + 32, cx0 = ch->lo, ncols = ch->hi - ch->lo;
+    uint8_t *T = malloc((size_t)ncols * Lp + 64), *U = malloc((size_t)OBLK * Lp + 64);
+    if (!T || !U) {
+        free(T);
+        free(U);
+        return sd_set_error("resize: out of memory");
+    }
     const uint8_t *srow[STRIP];
     for (int rs = 0; rs < nrows; rs += STRIP) {
         int ns = nrows - rs < STRIP ? nrows - rs : STRIP;
         /* lanes past the last row repeat it (computed, never stored) */
         for (int s = 0; s < STRIP; s++)
             srow[s] = in + (size_t)(rs + (s < ns ? s : ns - 1)) * in_stride + (size_t)(cx0 - col0) * c;
-        /* transpose in: T[x][s*c + ch] = in[rs + s][(cx0 + x)*c + ch]. For RGB,
-         * 4-byte moves: the 4th byte lands on the next slot, which is written
-         * after it (s ascending, then x ascending); the last column, whose 4th
-         * source byte may lie past the caller's buffer, moves 3 bytes. */
-        uint8_t *t = T;
-        if (c == 3) {
-            for (int x = 0; x < ncols - 1; x++, t += L)
-                for (int s = 0; s < STRIP; s++) memcpy(t + 3 * s, srow[s] + 3 * x, 4);
-            for (int s = 0; s < STRIP; s++) memcpy(t + 3 * s, srow[s] + 3 * (ncols - 1), 3);
-        } else {
-            for (int x = 0; x < ncols; x++, t += L)
-                for (int s = 0; s < STRIP; s++) memcpy(t + c * s, srow[s] + (size_t)c * x, (size_t)c);
+        /* transpose in, by blocks of columns, row by row (sequential reads):
+         * T[x][s*c + ch] = in[rs + s][(cx0 + x)*c + ch]. For RGB, 4-byte moves:
+         * the 4th byte lands on slot s+1 (written later: s ascends) or in the
+         * slack; the very last column moves 3 bytes, as its 4th source byte
+         * may lie past the caller's buffer. */
+        int xdone = 0;
+#ifdef SD_RESIZE_X86
+        if (c == 3 && kernel == 2) xdone = transpose_rgb_avx2(srow, ncols, T, Lp);
+#endif
+        for (int xb = xdone; xb < ncols; xb += XBLK) {
+            int xe = xb + XBLK < ncols ? xb + XBLK : ncols;
+            for (int s = 0; s < STRIP; s++) {
+                const uint8_t *sr = srow[s];
+                uint8_t *t = T + (size_t)xb * Lp + (size_t)s * c;
+                if (c == 3) {
+                    int x4 = xe == ncols ? xe - 1 : xe;
+                    for (int x = xb; x < x4; x++, t += Lp) memcpy(t, sr + 3 * x, 4);
+                    if (x4 < xe) memcpy(t, sr + 3 * x4, 3);
+                } else {
+                    for (int x = xb; x < xe; x++, t += Lp) memcpy(t, sr + (size_t)c * x, (size_t)c);
+                }
+            }
         }
-        /* one output column at a time: all STRIP rows x c channels at once,
-         * then scattered into the rows (4-byte moves for RGB but the last
-         * column, as above; col has 4 bytes of slack) */
-        for (int o = 0; o < ch->n; o++) {
-            const uint8_t *tin = T + (size_t)(ch->start[o] - cx0) * L;
-            conv_lines(col, tin, (size_t)L, ch->k + (size_t)o * ch->ksize, ch->count[o], L, kernel);
-            uint8_t *dst = out + (size_t)rs * out_stride + (size_t)o * c;
-            if (c == 3 && o < ch->n - 1) {
-                for (int s = 0; s < ns; s++, dst += out_stride) memcpy(dst, col + 3 * s, 4);
-            } else {
-                for (int s = 0; s < ns; s++, dst += out_stride) memcpy(dst, col + s * c, (size_t)c);
+        /* a block of output columns: each convolves all STRIP rows x c
+         * channels at once into U, then U is written out row by row (4-byte
+         * moves for RGB, the 4th byte overwritten by the next pixel; the
+         * last pixel of a row moves 3) */
+        for (int ob = 0; ob < ch->n; ob += OBLK) {
+            int oe = ob + OBLK < ch->n ? ob + OBLK : ch->n;
+            for (int o = ob; o < oe; o++)
+                conv_lines(U + (size_t)(o - ob) * Lp, T + (size_t)(ch->start[o] - cx0) * Lp, (size_t)Lp,
+                           ch->k + (size_t)o * ch->ksize, ch->count[o], L, kernel);
+            for (int s = 0; s < ns; s++) {
+                uint8_t *d = out + (size_t)(rs + s) * out_stride + (size_t)ob * c;
+                const uint8_t *u = U + (size_t)s * c;
+                if (c == 3) {
+                    int o4 = oe == ch->n ? oe - 1 : oe;
+                    for (int o = ob; o < o4; o++, d += 3, u += Lp) memcpy(d, u, 4);
+                    if (o4 < oe) memcpy(d, u, 3);
+                } else {
+                    for (int o = ob; o < oe; o++, d += c, u += Lp) memcpy(d, u, (size_t)c);
+                }
             }
         }
     }
     free(T);
+    free(U);
     return 0;
 }
 
