@@ -46,8 +46,10 @@ int sd_transform_random_crop_offsets(int w, int h, int cw, int ch, sd_rng *rng, 
 /* The whole training transform, in the reference's order. */
 typedef struct {
     int resolution;          /* diffusers --resolution (shorter side, then square crop) */
-    int height, width;       /* ppdiffusers --height/--width: when both > 0, resize straight to
-                                height x width (crop is then a no-op); resolution is ignored */
+    int height, width;       /* ppdiffusers: when either is > 0, resize straight to height x width
+                                (a missing one is resolution) and the crop is a no-op. ppdiffusers'
+                                script always does this (H = W = resolution without --height/--width):
+                                set both to reproduce it. Both 0: diffusers' shorter-side resize. */
     sd_resize_filter filter; /* --image_interpolation_mode (diffusers default lanczos; ppdiffusers bilinear) */
     int center_crop;         /* 1: CenterCrop, 0: RandomCrop (needs rng) */
     int random_flip;         /* RandomHorizontalFlip(p=0.5) (needs rng) */
