@@ -39,6 +39,13 @@ static int load_manifest(sd_latent_set *set, const char *dir, int required) {
     return rc;
 }
 
+void sd_latent_set_close(sd_latent_set *set);
+static int fail_paths(char **paths, int npaths, sd_latent_set *set) {
+    sd_free_strv(paths, npaths);
+    sd_latent_set_close(set);
+    return -1;
+}
+
 int sd_latent_set_open(const char *spec, sd_latent_set *set) {
     memset(set, 0, sizeof *set);
     char **paths = NULL;
@@ -52,10 +59,30 @@ int sd_latent_set_open(const char *spec, sd_latent_set *set) {
         free(d);
         if (rc) { sd_free_strv(paths, npaths); sd_latent_set_close(set); return -1; }
     }
+    /* a cheap integrity check against the manifest: every shard listed, with
+     * its recorded size (sha256 is left to sdinfo / sd_shard_manifest_verify) */
+    const cJSON *shards = set->manifest ? cJSON_GetObjectItemCaseSensitive(set->manifest, "shards") : NULL;
+    for (int i = 0; shards && i < npaths; i++) {
+        const char *base = sd_path_basename(paths[i]);
+        const cJSON *e, *hit = NULL;
+        cJSON_ArrayForEach(e, shards) if (!strcmp(sd_json_str(e, "name", ""), base)) hit = e;
+        uint64_t size;
+        if (!hit) { sd_set_error("%s: not listed in the set's manifest.json", paths[i]); return fail_paths(paths, npaths, set); }
+        if (sd_file_size(paths[i], &size)) return fail_paths(paths, npaths, set);
+        if (size != (uint64_t)sd_json_num(hit, "bytes", -1)) {
+            sd_set_error("%s: %llu bytes, but manifest.json records %.0f (truncated or modified)", paths[i],
+                         (unsigned long long)size, sd_json_num(hit, "bytes", -1));
+            return fail_paths(paths, npaths, set);
+        }
+    }
     int rc = sd_tar_index_build(paths, npaths, &set->idx);
+    if (rc) return fail_paths(paths, npaths, set);
     sd_free_strv(paths, npaths);
-    if (rc) { sd_latent_set_close(set); return -1; }
     set->n = set->idx.n;
+    if (shards && set->n != (int64_t)sd_json_num(set->manifest, "samples", -1)) {
+        sd_latent_set_close(set);
+        return sd_set_error("%s: the shards hold a different number of samples than manifest.json records", spec);
+    }
     if (set->n == 0) { sd_latent_set_close(set); return sd_set_error("%s: the shard set has no samples", spec); }
     return 0;
 }
