@@ -236,12 +236,12 @@ static inline int clean_class(int32_t cp) { return cp < 128 ? clean_ascii[cp] : 
 /* ------------------------------------------------------------------------ */
 /* The tokenizer                                                             */
 
-typedef struct {
-    uint64_t key; /* (uint64)a << 32 | b; EMPTY_KEY if free */
-    int32_t rank;
-    int32_t merged;
-} pair_entry;
-#define EMPTY_KEY UINT64_MAX
+/* The merge table maps a pair of symbols (a, b) to its rank (its line in
+ * merges.txt). One 8-byte slot holds a (24 bits), b (24 bits) and the rank
+ * (16 bits: HF reads at most 48,894 merges), so the table of a CLIP
+ * vocabulary is 1 MiB; merged[rank] is the symbol the merge produces. */
+#define EMPTY_SLOT UINT64_MAX
+#define SYM_BITS 24
 
 typedef struct {
     int32_t *cp; /* content as code points */
@@ -253,8 +253,9 @@ struct sd_clip_tokenizer {
     int n_sym;          /* symbols: vocab tokens, byte symbols, merge results */
     int32_t *sym_tok;   /* symbol -> token id */
     int32_t sym_byte[256], sym_byte_end[256];
-    pair_entry *pairs;  /* (a, b) -> rank, merged symbol */
+    uint64_t *pairs;    /* open addressing, linear probing, load <= 0.5 */
     uint64_t pair_mask;
+    int32_t *merged;    /* rank -> merged symbol */
     int n_merges;
     int n_vocab;
     int32_t max_id;
@@ -281,18 +282,15 @@ static inline uint64_t mix64(uint64_t x) {
     return x;
 }
 
-static inline const pair_entry *pair_find(const sd_clip_tokenizer *t, int32_t a, int32_t b) {
-    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    for (uint64_t i = mix64(key) & t->pair_mask;; i = (i + 1) & t->pair_mask) {
-        const pair_entry *e = &t->pairs[i];
-        if (e->key == key) return e;
-        if (e->key == EMPTY_KEY) return NULL;
-    }
-}
+static inline uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)a << SYM_BITS | (uint64_t)b; }
 
 static inline int32_t pair_rank(const sd_clip_tokenizer *t, int32_t a, int32_t b) {
-    const pair_entry *e = pair_find(t, a, b);
-    return e ? e->rank : NO_RANK;
+    uint64_t key = pair_key(a, b);
+    for (uint64_t i = mix64(key) & t->pair_mask;; i = (i + 1) & t->pair_mask) {
+        uint64_t e = t->pairs[i];
+        if (e >> 16 == key) return (int32_t)(e & 0xFFFF);
+        if (e == EMPTY_SLOT) return NO_RANK;
+    }
 }
 
 /* ---- load-time string -> symbol table */
@@ -548,6 +546,7 @@ void sd_clip_tokenizer_free(sd_clip_tokenizer *t) {
     if (!t) return;
     free(t->sym_tok);
     free(t->pairs);
+    free(t->merged);
     if (t->id_str)
         for (int32_t i = 0; i <= t->max_id; i++) free(t->id_str[i]);
     free(t->id_str);
@@ -651,11 +650,16 @@ int sd_clip_tokenizer_load(const char *dir, sd_clip_tokenizer **out) {
         if (added) t->sym_tok[s] = -1;
         free(ab);
     }
+    if (st.n >= (1 << SYM_BITS) - 1) {
+        sd_set_error("%s: too many symbols (%d)", vocab_path, st.n);
+        goto done;
+    }
     uint64_t pcap = 1024;
     while (pcap < 2 * (uint64_t)n_merges + 2) pcap <<= 1;
     t->pairs = sd_xmalloc(pcap * sizeof *t->pairs);
-    for (uint64_t i = 0; i < pcap; i++) t->pairs[i].key = EMPTY_KEY;
+    for (uint64_t i = 0; i < pcap; i++) t->pairs[i] = EMPTY_SLOT;
     t->pair_mask = pcap - 1;
+    t->merged = sd_xmalloc(((size_t)n_merges + 1) * sizeof *t->merged);
     for (int i = 0; i < n_merges; i++) {
         int32_t a = symtab_get(&st, merges[i].a, strlen(merges[i].a));
         int32_t b = symtab_get(&st, merges[i].b, strlen(merges[i].b));
@@ -664,21 +668,20 @@ int sd_clip_tokenizer_load(const char *dir, sd_clip_tokenizer **out) {
                          merges[i].line, a < 0 ? merges[i].a : merges[i].b);
             goto done;
         }
-        uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+        uint64_t key = pair_key(a, b);
         uint64_t j = mix64(key) & t->pair_mask;
-        while (t->pairs[j].key != EMPTY_KEY && t->pairs[j].key != key) j = (j + 1) & t->pair_mask;
-        if (t->pairs[j].key == key) {
+        while (t->pairs[j] != EMPTY_SLOT && t->pairs[j] >> 16 != key) j = (j + 1) & t->pair_mask;
+        if (t->pairs[j] != EMPTY_SLOT) {
             sd_set_error("%s:%d: duplicate merge \"%s %s\" (first on line %d)", merges_path, merges[i].line,
-                         merges[i].a, merges[i].b, merges[t->pairs[j].rank].line);
+                         merges[i].a, merges[i].b, merges[t->pairs[j] & 0xFFFF].line);
             goto done;
         }
         size_t la = strlen(merges[i].a), lb = strlen(merges[i].b);
         char *ab = sd_xmalloc(la + lb + 1);
         memcpy(ab, merges[i].a, la);
         memcpy(ab + la, merges[i].b, lb + 1);
-        t->pairs[j].key = key;
-        t->pairs[j].rank = i;
-        t->pairs[j].merged = symtab_get(&st, ab, la + lb);
+        t->pairs[j] = key << 16 | (uint64_t)i;
+        t->merged[i] = symtab_get(&st, ab, la + lb);
         free(ab);
     }
     t->n_merges = n_merges;
@@ -1011,8 +1014,7 @@ static int bpe_scan(const sd_clip_tokenizer *t, int32_t *s, int32_t *rk, int32_t
         for (int i = 0; i != END; i = nx[i])
             if (rk[i] < best) { best = rk[i]; first = i; }
         if (best == NO_RANK) break;
-        const pair_entry *pe = pair_find(t, s[first], s[nx[first]]);
-        int32_t m = pe->merged;
+        int32_t m = t->merged[best];
         int prev = END;
         for (int i = 0; i != first; i = nx[i]) prev = i;
         for (int i = first; i != END;) {
@@ -1084,8 +1086,7 @@ static int bpe_heap(const sd_clip_tokenizer *t, clip_tls *ts, int32_t *s, int32_
         int32_t r = (int32_t)(top >> 32);
         int p = (int)(uint32_t)top;
         if (rk[p] != r) continue; /* stale */
-        const pair_entry *pe = pair_find(t, s[p], s[nx[p]]);
-        int32_t m = pe->merged;
+        int32_t m = t->merged[r];
         size_t npend = 0;
         for (;;) {
             if (rk[p] == r) {
@@ -1111,7 +1112,9 @@ static int bpe_heap(const sd_clip_tokenizer *t, clip_tls *ts, int32_t *s, int32_
     return count;
 }
 
+#ifndef BPE_SCAN_MAX /* words of more bytes use the heap (overridable to test both paths) */
 #define BPE_SCAN_MAX 64
+#endif
 
 /* One regex piece (UTF-8 bytes w[0..n)) -> ids. */
 static void bpe_word(const sd_clip_tokenizer *t, clip_tls *ts, const uint8_t *w, size_t n, emitter *e) {
