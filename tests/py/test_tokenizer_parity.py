@@ -9,6 +9,9 @@
 - every code point: how normalization, whitespace splitting, the regex
   classes, str.lower() and the final-sigma properties treat it; and NFC of
   the canonical decomposition of every composable character;
+- directories that exercise the loading rules (added_tokens_decoder, legacy
+  special_tokens_map.json and added_tokens.json, model_max_length 16, CRLF/BOM
+  merges.txt, no tokenizer_config.json) and BPE corner cases;
 - the fingerprint definition of formats/tokens.md.
 
 The real vocabulary comes from the open_clip_torch wheel on PyPI
@@ -29,6 +32,7 @@ from tap import ROOT, UTIL, check, done
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 import get_clip_vocab  # noqa: E402
 import make_tiny_tokenizer  # noqa: E402
+import tokenizer_variants  # noqa: E402
 
 TOOL = os.path.join(UTIL, "clip_tok")
 GOLD = os.path.join(ROOT, "tests", "ref", "golden", "tokenizer")
@@ -231,6 +235,41 @@ def normalization():
     assert not bad and not bad2, f"single: {[hex(c) for c in bad[:10]]} decomposed: {[hex(c) for c in bad2[:10]]}"
 
 
+def variants():
+    """tests/fixtures/tokenizer_variants.py directories against transformers."""
+    gold = json.load(open(os.path.join(GOLD, "variants.json")))
+    dirs = tokenizer_variants.write_variants(os.path.join(tmp, "variants"))
+    assert set(dirs) == set(gold)
+    errors = []
+    for name, d in dirs.items():
+        g = gold[name]
+        info = dict(line.split(" ", 1) for line in run_tool(["info", d]).decode().splitlines())
+        got = [int(info[k]) for k in ("pad", "bos", "eos", "unk", "max_len")]
+        want = [g["pad"], g["bos"], g["eos"], g["unk"], g["max_len"] or 77]  # no config: 77 (HF: unbounded)
+        if got != want:
+            errors.append(f"{name}: pad/bos/eos/unk/max_len {got} != {want}")
+        caps = tokenizer_variants.CAPTIONS
+        lines = run_tool(["tokenize", d], caps + texts).decode().splitlines()
+        h = hashlib.sha256()
+        for i, line in enumerate(lines):
+            assert line.startswith("OK"), (name, i, line)
+            full = [g["bos"]] + [int(x) for x in line.split()[1:]] + [g["eos"]]
+            if i < len(caps) and full != g["captions"][i]:
+                errors.append(f"{name}: {caps[i]!r}: {full} != {g['captions'][i]}")
+            h.update((",".join(map(str, full)) + "\n").encode())
+        if h.hexdigest() != g["corpus_hash"]:
+            errors.append(f"{name}: ids of the corpus differ (hash)")
+        L = g["max_len"] or 77
+        for n_tok, n_text, ids in parse_encode(run_tool(["encode", d], caps)):
+            if len(ids) != L or n_tok != min(n_text, L - 2) + 2 or ids[n_tok - 1] != g["eos"] or \
+                    any(x != g["pad"] for x in ids[n_tok:]):
+                errors.append(f"{name}: bad SD framing {n_tok} {n_text} {ids}")
+                break
+    print(f"# variants: {len(dirs)} directories x {len(tokenizer_variants.CAPTIONS) + len(texts)} captions, "
+          f"{len(errors)} errors")
+    assert not errors, "\n".join(errors[:10])
+
+
 def fingerprint():
     """formats/tokens.md: sha256 over the file bytes, max length and the
     special/added token ids."""
@@ -278,6 +317,7 @@ check("tiny encoding", encode_parity("tiny", 1))
 check("SD1 encoding from 4 threads", encode_parity("sd1", 4))
 check("per-code-point Unicode properties", charinfo)
 check("normalization of every code point and NFC recomposition", normalization)
+check("loading rules and BPE corner cases (variant directories)", variants)
 check("fingerprint definition", fingerprint)
 check("invalid UTF-8 is a per-caption error", invalid_utf8)
 done()

@@ -9,6 +9,9 @@ Writes tests/ref/golden/tokenizer/:
   corpus.jsonl   {"cat": CATEGORY, "text": CAPTION}, one per line (>= 1000, deterministic)
   ids.jsonl      per caption: {"sd1": input_ids} (bos + all text ids + eos, untruncated),
                  "sd2" only where it differs, "tiny": sha256[:16] of the tiny-vocab ids
+  variants.json  for the directories of tests/fixtures/tokenizer_variants.py (added tokens,
+                 legacy special_tokens_map.json / added_tokens.json, model_max_length 16, CRLF
+                 merges, no config): special ids, ids of its captions, a hash over the corpus ids
   unicode.json   per code point, how the reference treats it (normalization, whitespace,
                  regex class, Cased / Case_Ignorable, str.lower), as ranges and maps
   summary.json   versions, counts, and the slow-vs-fast (Rust) tokenizer difference counts
@@ -35,6 +38,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "tests", "ref", "golden", "tokenizer")
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 import make_tiny_tokenizer  # noqa: E402
+import tokenizer_variants  # noqa: E402
 
 MAX_LEN = 77
 
@@ -457,6 +461,31 @@ def main():
                 fast_cats.setdefault(name, {}).setdefault(cat, 0)
                 fast_cats[name][cat] += 1
         fast_diff[name] = n
+
+    # configuration variants
+    variants = {}
+    for name, d in tokenizer_variants.write_variants(os.path.join(tmp, "variants")).items():
+        t = CLIPTokenizer.from_pretrained(d)
+        assert t.fix_text is None
+        max_len = t.model_max_length if t.model_max_length < 10**6 else None  # no config: unbounded in HF
+        L = max_len or MAX_LEN
+        rec = {"pad": t.pad_token_id, "bos": t.bos_token_id, "eos": t.eos_token_id,
+               "unk": t.convert_tokens_to_ids(t.unk_token), "max_len": max_len,
+               "added": sorted([i, tok] for tok, i in t.added_tokens_encoder.items())}
+        rec["captions"] = [t(c).input_ids for c in tokenizer_variants.CAPTIONS]
+        h = hashlib.sha256()
+        for c in tokenizer_variants.CAPTIONS + [text for _, text in cap]:
+            full = t(c).input_ids
+            padded = t(c, padding="max_length", max_length=L, truncation=True).input_ids
+            body = full[1:-1][:L - 2]
+            derived = [t.bos_token_id] + body + [t.eos_token_id]
+            assert padded == derived + [t.pad_token_id] * (L - len(derived)), (name, c)
+            h.update((",".join(map(str, full)) + "\n").encode())
+        rec["corpus_hash"] = h.hexdigest()
+        variants[name] = rec
+    with open(os.path.join(OUT, "variants.json"), "w", encoding="utf-8") as f:
+        json.dump(variants, f, separators=(",", ":"))
+        f.write("\n")
 
     uni = unicode_table(sd1)
     with open(os.path.join(OUT, "unicode.json"), "w", encoding="utf-8") as f:
