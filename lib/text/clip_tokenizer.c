@@ -52,6 +52,15 @@
 #define NO_RANK INT32_MAX
 #define END (-1)
 
+/* Make *p hold at least n elements of size el. */
+static void *grow(void *p, size_t *cap, size_t n, size_t el) {
+    if (n <= *cap) return p;
+    size_t c = *cap ? *cap : 64;
+    while (c < n) c *= 2;
+    *cap = c;
+    return sd_xrealloc(p, c * el);
+}
+
 /* ------------------------------------------------------------------------ */
 /* UTF-8                                                                     */
 
@@ -298,6 +307,7 @@ static inline int32_t pair_rank(const sd_clip_tokenizer *t, int32_t a, int32_t b
 typedef struct {
     char **str; /* symbol -> NUL-terminated string (owned) */
     int32_t *len;
+    int32_t *tok; /* symbol -> token id, -1 if not in the vocabulary */
     int n, cap;
     int32_t *slot; /* open addressing: symbol index or -1 */
     uint64_t mask;
@@ -322,6 +332,7 @@ static void symtab_free(symtab *st) {
     for (int i = 0; i < st->n; i++) free(st->str[i]);
     free(st->str);
     free(st->len);
+    free(st->tok);
     free(st->slot);
 }
 
@@ -333,8 +344,8 @@ static int32_t symtab_get(const symtab *st, const char *s, size_t n) {
     }
 }
 
-/* Returns the symbol of s, adding it if new (*added = 1). */
-static int32_t symtab_put(symtab *st, const char *s, size_t n, int *added) {
+/* Returns the symbol of s, adding it with token id `id` if new (*added = 1). */
+static int32_t symtab_put(symtab *st, const char *s, size_t n, int32_t id, int *added) {
     uint64_t i = str_hash(s, n) & st->mask;
     for (;; i = (i + 1) & st->mask) {
         int32_t k = st->slot[i];
@@ -360,12 +371,14 @@ static int32_t symtab_put(symtab *st, const char *s, size_t n, int *added) {
         st->cap = st->cap ? 2 * st->cap : 1024;
         st->str = sd_xrealloc(st->str, (size_t)st->cap * sizeof *st->str);
         st->len = sd_xrealloc(st->len, (size_t)st->cap * sizeof *st->len);
+        st->tok = sd_xrealloc(st->tok, (size_t)st->cap * sizeof *st->tok);
     }
     char *c = sd_xmalloc(n + 1);
     memcpy(c, s, n);
     c[n] = 0;
     st->str[st->n] = c;
     st->len[st->n] = (int32_t)n;
+    st->tok[st->n] = id;
     st->slot[i] = st->n;
     *added = 1;
     return st->n++;
@@ -406,20 +419,6 @@ static int token_value(const cJSON *v, const char *file, const char *key, const 
         return 0;
     }
     return sd_set_error("%s: \"%s\" must be a string, an AddedToken object or null", file, key);
-}
-
-static int load_optional_json(const char *dir, const char *name, cJSON **out) {
-    *out = NULL;
-    char *p = sd_path_join(dir, name);
-    int rc = 0;
-    if (sd_is_file(p)) rc = sd_json_load(p, out);
-    if (rc == 0 && *out && !cJSON_IsObject(*out)) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        rc = sd_set_error("%s: expected a JSON object", p);
-    }
-    free(p);
-    return rc;
 }
 
 typedef struct {
@@ -561,54 +560,65 @@ static void fp_line(sd_sha256 *h, const char *fmt, long a, long b) {
     sd_sha256_update(h, buf, (size_t)n);
 }
 
-int sd_clip_tokenizer_load(const char *dir, sd_clip_tokenizer **out) {
-    *out = NULL;
-    pthread_once(&ascii_once, ascii_tables_init);
-    char *vocab_path = sd_path_join(dir, "vocab.json"), *merges_path = sd_path_join(dir, "merges.txt");
-    char *vtext = NULL, *mtext = NULL;
-    size_t vlen = 0, mlen = 0, bad;
-    cJSON *vocab = NULL, *cfg = NULL, *stm = NULL, *atj = NULL;
-    symtab st;
-    symtab_init(&st, 49408 + 512 + CLIP_MAX_MERGES);
-    merge_def *merges = NULL;
-    int n_merges = 0, rc = -1;
-    added_list al = {0};
-    uint8_t *id_used = NULL;
-    sd_clip_tokenizer *t = sd_xcalloc(1, sizeof *t);
-    sd_sha256 fp;
+/* ---- loading, in steps that share this state */
 
-    /* ---- vocab.json: {token: id} */
-    if (sd_read_file(vocab_path, CLIP_MAX_FILE, &vtext, &vlen)) goto done;
-    if (!utf8_valid((const uint8_t *)vtext, vlen, &bad)) {
-        sd_set_error("%s: invalid UTF-8 at byte %zu", vocab_path, bad);
-        goto done;
-    }
-    if (sd_json_parse(vtext, vlen, vocab_path, &vocab)) goto done;
-    if (!cJSON_IsObject(vocab)) { sd_set_error("%s: expected a JSON object {token: id}", vocab_path); goto done; }
-    int n_vocab = cJSON_GetArraySize(vocab);
-    if (n_vocab == 0) { sd_set_error("%s: empty vocabulary", vocab_path); goto done; }
-    id_used = sd_xcalloc(CLIP_MAX_ID, 1);
-    int32_t max_id = -1;
-    size_t cap_sym = (size_t)n_vocab + 512 + CLIP_MAX_MERGES;
-    t->sym_tok = sd_xmalloc(cap_sym * sizeof *t->sym_tok);
-    for (const cJSON *it = vocab->child; it; it = it->next) {
-        int64_t id64;
-        if (!json_int_in(it, 0, CLIP_MAX_ID - 1, &id64)) {
-            sd_set_error("%s: token \"%s\": id must be an integer in [0, %d)", vocab_path, it->string, CLIP_MAX_ID);
-            goto done;
-        }
-        int32_t id = (int32_t)id64;
-        int added;
-        int32_t s = symtab_put(&st, it->string, strlen(it->string), &added);
-        if (!added) { sd_set_error("%s: duplicate token \"%s\"", vocab_path, it->string); goto done; }
-        if (id_used[id]) { sd_set_error("%s: id %d is used by two tokens (\"%s\" and another)", vocab_path, id, it->string); goto done; }
-        id_used[id] = 1;
-        t->sym_tok[s] = id;
+enum { K_BOS, K_EOS, K_UNK, K_SEP, K_PAD, K_CLS, K_MASK, NK };
+static const char *const special_keys[NK] = {"bos_token", "eos_token", "unk_token", "sep_token",
+                                             "pad_token", "cls_token", "mask_token"};
+
+typedef struct {
+    char *vocab_path, *merges_path, *cfg_path, *stm_path, *atj_path;
+    char *vtext, *mtext;
+    size_t vlen, mlen;
+    cJSON *vocab, *cfg, *stm, *atj;
+    symtab st;          /* every symbol; st.tok[s] = its token id, -1 while unknown */
+    merge_def *merges;
+    int n_merges;
+    added_list al;      /* added tokens (content -> id), specials included */
+    const char *special[NK];
+    sd_sha256 fp;       /* fingerprint, fed as the files are read */
+} loader;
+
+/* vocab.json: {token: id}, ids unique integers in [0, 2^24) */
+static int load_vocab(loader *L, sd_clip_tokenizer *t) {
+    size_t bad;
+    if (sd_read_file(L->vocab_path, CLIP_MAX_FILE, &L->vtext, &L->vlen)) return -1;
+    if (!utf8_valid((const uint8_t *)L->vtext, L->vlen, &bad))
+        return sd_set_error("%s: invalid UTF-8 at byte %zu", L->vocab_path, bad);
+    if (sd_json_parse(L->vtext, L->vlen, L->vocab_path, &L->vocab)) return -1;
+    if (!cJSON_IsObject(L->vocab)) return sd_set_error("%s: expected a JSON object {token: id}", L->vocab_path);
+    int64_t max_id = -1, id;
+    int n = 0;
+    for (const cJSON *it = L->vocab->child; it; it = it->next, n++) {
+        if (!json_int_in(it, 0, CLIP_MAX_ID - 1, &id))
+            return sd_set_error("%s: token \"%s\": id must be an integer in [0, %d)", L->vocab_path, it->string,
+                                CLIP_MAX_ID);
         if (id > max_id) max_id = id;
     }
-    t->n_vocab = n_vocab;
+    if (n == 0) return sd_set_error("%s: empty vocabulary", L->vocab_path);
+    uint8_t *used = sd_xcalloc((size_t)max_id / 8 + 1, 1);
+    int rc = 0;
+    for (const cJSON *it = L->vocab->child; it && rc == 0; it = it->next) {
+        json_int_in(it, 0, CLIP_MAX_ID - 1, &id);
+        if (used[id / 8] & (1u << (id % 8))) {
+            rc = sd_set_error("%s: id %d is used by two tokens (\"%s\" and another)", L->vocab_path, (int)id,
+                              it->string);
+            break;
+        }
+        used[id / 8] |= (uint8_t)(1u << (id % 8));
+        int added;
+        symtab_put(&L->st, it->string, strlen(it->string), (int32_t)id, &added);
+        if (!added) rc = sd_set_error("%s: duplicate token \"%s\"", L->vocab_path, it->string);
+    }
+    free(used);
+    t->n_vocab = n;
+    t->max_id = (int32_t)max_id;
+    return rc;
+}
 
-    /* ---- byte symbols (not in the vocabulary: they map to unk, filled in below) */
+/* The 512 initial symbols (bytes_to_unicode, with and without "</w>"); a
+ * vocabulary that lacks some maps them to unk, as HF does. */
+static void add_byte_symbols(loader *L, sd_clip_tokenizer *t) {
     int32_t bc[256];
     byte_chars(bc);
     for (int b = 0; b < 256; b++) {
@@ -616,289 +626,289 @@ int sd_clip_tokenizer_load(const char *dir, sd_clip_tokenizer **out) {
         size_t k = utf8_put(u, bc[b]);
         memcpy(u + k, "</w>", 4);
         int added;
-        t->sym_byte[b] = symtab_put(&st, (const char *)u, k, &added);
-        if (added) t->sym_tok[t->sym_byte[b]] = -1;
-        t->sym_byte_end[b] = symtab_put(&st, (const char *)u, k + 4, &added);
-        if (added) t->sym_tok[t->sym_byte_end[b]] = -1;
+        t->sym_byte[b] = symtab_put(&L->st, (const char *)u, k, -1, &added);
+        t->sym_byte_end[b] = symtab_put(&L->st, (const char *)u, k + 4, -1, &added);
     }
+}
 
-    /* ---- merges.txt */
-    if (sd_read_file(merges_path, CLIP_MAX_FILE, &mtext, &mlen)) goto done;
-    if (!utf8_valid((const uint8_t *)mtext, mlen, &bad)) {
-        sd_set_error("%s: invalid UTF-8 at byte %zu", merges_path, bad);
-        goto done;
-    }
-    {
-        /* the fingerprint covers the file bytes as read, before parsing edits them */
-        sd_sha256_init(&fp);
-        sd_sha256_update(&fp, "sdtools clip tokenizer v1\n", 26);
-        fp_line(&fp, "vocab.json %ld\n", (long)vlen, 0);
-        sd_sha256_update(&fp, vtext, vlen);
-        fp_line(&fp, "merges.txt %ld\n", (long)mlen, 0);
-        sd_sha256_update(&fp, mtext, mlen);
-    }
-    if (parse_merges(merges_path, mtext, mlen, &merges, &n_merges)) goto done;
-    /* every merge result is a symbol (HF keeps results missing from the
-     * vocabulary as strings; they become unk when converted to ids) */
-    for (int i = 0; i < n_merges; i++) {
-        size_t la = strlen(merges[i].a), lb = strlen(merges[i].b);
-        char *ab = sd_xmalloc(la + lb + 1);
-        memcpy(ab, merges[i].a, la);
-        memcpy(ab + la, merges[i].b, lb + 1);
+/* merges.txt -> the pair table. A merge's symbols must exist (in the
+ * vocabulary or as the result of some merge); a result missing from the
+ * vocabulary is kept as a symbol that maps to unk (HF keeps the string). */
+static int load_merges(loader *L, sd_clip_tokenizer *t) {
+    size_t bad;
+    if (sd_read_file(L->merges_path, CLIP_MAX_FILE, &L->mtext, &L->mlen)) return -1;
+    if (!utf8_valid((const uint8_t *)L->mtext, L->mlen, &bad))
+        return sd_set_error("%s: invalid UTF-8 at byte %zu", L->merges_path, bad);
+    /* the fingerprint covers the bytes as read; parse_merges edits them */
+    sd_sha256_update(&L->fp, "sdtools clip tokenizer v1\n", 26);
+    fp_line(&L->fp, "vocab.json %ld\n", (long)L->vlen, 0);
+    sd_sha256_update(&L->fp, L->vtext, L->vlen);
+    fp_line(&L->fp, "merges.txt %ld\n", (long)L->mlen, 0);
+    sd_sha256_update(&L->fp, L->mtext, L->mlen);
+    if (parse_merges(L->merges_path, L->mtext, L->mlen, &L->merges, &L->n_merges)) return -1;
+    const merge_def *m = L->merges;
+    int nm = L->n_merges;
+    char *ab = NULL;
+    size_t ab_cap = 0;
+    int32_t *result = sd_xmalloc(((size_t)nm + 1) * sizeof *result);
+    for (int i = 0; i < nm; i++) {
+        size_t la = strlen(m[i].a), lb = strlen(m[i].b);
+        ab = grow(ab, &ab_cap, la + lb + 1, 1);
+        memcpy(ab, m[i].a, la);
+        memcpy(ab + la, m[i].b, lb);
         int added;
-        int32_t s = symtab_put(&st, ab, la + lb, &added);
-        if (added) t->sym_tok[s] = -1;
-        free(ab);
+        result[i] = symtab_put(&L->st, ab, la + lb, -1, &added);
     }
-    if (st.n >= (1 << SYM_BITS) - 1) {
-        sd_set_error("%s: too many symbols (%d)", vocab_path, st.n);
-        goto done;
+    free(ab);
+    if (L->st.n >= (1 << SYM_BITS) - 1) {
+        free(result);
+        return sd_set_error("%s: too many symbols (%d)", L->vocab_path, L->st.n);
     }
-    uint64_t pcap = 1024;
-    while (pcap < 2 * (uint64_t)n_merges + 2) pcap <<= 1;
-    t->pairs = sd_xmalloc(pcap * sizeof *t->pairs);
-    for (uint64_t i = 0; i < pcap; i++) t->pairs[i] = EMPTY_SLOT;
-    t->pair_mask = pcap - 1;
-    t->merged = sd_xmalloc(((size_t)n_merges + 1) * sizeof *t->merged);
-    for (int i = 0; i < n_merges; i++) {
-        int32_t a = symtab_get(&st, merges[i].a, strlen(merges[i].a));
-        int32_t b = symtab_get(&st, merges[i].b, strlen(merges[i].b));
-        if (a < 0 || b < 0) {
-            sd_set_error("%s:%d: symbol \"%s\" is not in vocab.json and no merge produces it", merges_path,
-                         merges[i].line, a < 0 ? merges[i].a : merges[i].b);
-            goto done;
-        }
-        uint64_t key = pair_key(a, b);
-        uint64_t j = mix64(key) & t->pair_mask;
+    uint64_t cap = 1024;
+    while (cap < 2 * (uint64_t)nm + 2) cap <<= 1;
+    t->pairs = sd_xmalloc(cap * sizeof *t->pairs);
+    for (uint64_t i = 0; i < cap; i++) t->pairs[i] = EMPTY_SLOT;
+    t->pair_mask = cap - 1;
+    t->merged = result;
+    t->n_merges = nm;
+    for (int i = 0; i < nm; i++) {
+        int32_t a = symtab_get(&L->st, m[i].a, strlen(m[i].a));
+        int32_t b = symtab_get(&L->st, m[i].b, strlen(m[i].b));
+        if (a < 0 || b < 0)
+            return sd_set_error("%s:%d: symbol \"%s\" is not in vocab.json and no merge produces it", L->merges_path,
+                                m[i].line, a < 0 ? m[i].a : m[i].b);
+        uint64_t key = pair_key(a, b), j = mix64(key) & t->pair_mask;
         while (t->pairs[j] != EMPTY_SLOT && t->pairs[j] >> 16 != key) j = (j + 1) & t->pair_mask;
-        if (t->pairs[j] != EMPTY_SLOT) {
-            sd_set_error("%s:%d: duplicate merge \"%s %s\" (first on line %d)", merges_path, merges[i].line,
-                         merges[i].a, merges[i].b, merges[t->pairs[j] & 0xFFFF].line);
-            goto done;
-        }
-        size_t la = strlen(merges[i].a), lb = strlen(merges[i].b);
-        char *ab = sd_xmalloc(la + lb + 1);
-        memcpy(ab, merges[i].a, la);
-        memcpy(ab + la, merges[i].b, lb + 1);
+        if (t->pairs[j] != EMPTY_SLOT)
+            return sd_set_error("%s:%d: duplicate merge \"%s %s\" (first on line %d)", L->merges_path, m[i].line,
+                                m[i].a, m[i].b, m[t->pairs[j] & 0xFFFF].line);
         t->pairs[j] = key << 16 | (uint64_t)i;
-        t->merged[i] = symtab_get(&st, ab, la + lb);
-        free(ab);
     }
-    t->n_merges = n_merges;
+    return 0;
+}
 
-    /* ---- special and added tokens, model_max_length (from_pretrained's rules:
-     * tokenizer_config.json; if it has no added_tokens_decoder, the legacy
-     * special_tokens_map.json overrides its special tokens and added_tokens.json
-     * adds tokens) */
-    char *cfg_path = sd_path_join(dir, "tokenizer_config.json");
-    char *stm_path = sd_path_join(dir, "special_tokens_map.json");
-    char *atj_path = sd_path_join(dir, "added_tokens.json");
-    int crc = load_optional_json(dir, "tokenizer_config.json", &cfg);
-    if (crc == 0) crc = load_optional_json(dir, "special_tokens_map.json", &stm);
-    if (crc == 0) crc = load_optional_json(dir, "added_tokens.json", &atj);
-    static const char *const keys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
-                                       "pad_token", "cls_token", "mask_token"};
-    enum { K_BOS, K_EOS, K_UNK, K_SEP, K_PAD, K_CLS, K_MASK, NK };
-    const char *special[NK] = {"<|startoftext|>", "<|endoftext|>", "<|endoftext|>", NULL, "<|endoftext|>", NULL, NULL};
-    const cJSON *extra = NULL; /* additional_special_tokens */
-    const char *extra_file = cfg_path;
+/* tokenizer_config.json, special_tokens_map.json, added_tokens.json, as
+ * from_pretrained combines them: the config's special tokens, overridden by
+ * special_tokens_map.json unless the config has added_tokens_decoder (then
+ * that one is the list of added tokens, else added_tokens.json is); every
+ * special token not added yet gets its vocab id or the next free id. */
+static int load_config(loader *L, sd_clip_tokenizer *t) {
+    cJSON **dst[3] = {&L->cfg, &L->stm, &L->atj};
+    char *paths[3] = {L->cfg_path, L->stm_path, L->atj_path};
+    for (int k = 0; k < 3; k++) {
+        if (!sd_is_file(paths[k])) continue;
+        if (sd_json_load(paths[k], dst[k])) return -1;
+        if (!cJSON_IsObject(*dst[k])) return sd_set_error("%s: expected a JSON object", paths[k]);
+    }
+    const cJSON *cfg = L->cfg, *stm = L->stm;
     const cJSON *atd = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "added_tokens_decoder") : NULL;
-    for (int k = 0; crc == 0 && k < NK; k++) {
-        const cJSON *v = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, keys[k]) : NULL;
-        const char *file = cfg_path;
-        if (!atd && stm && cJSON_GetObjectItemCaseSensitive(stm, keys[k])) {
-            v = cJSON_GetObjectItemCaseSensitive(stm, keys[k]);
-            file = stm_path;
+    /* CLIPTokenizer's defaults */
+    const char *defaults[NK] = {"<|startoftext|>", "<|endoftext|>", "<|endoftext|>", NULL, "<|endoftext|>", NULL, NULL};
+    for (int k = 0; k < NK; k++) {
+        L->special[k] = defaults[k];
+        const cJSON *v = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, special_keys[k]) : NULL;
+        const char *file = L->cfg_path;
+        if (!atd && stm && cJSON_GetObjectItemCaseSensitive(stm, special_keys[k])) {
+            v = cJSON_GetObjectItemCaseSensitive(stm, special_keys[k]);
+            file = L->stm_path;
         }
-        if (v) crc = token_value(v, file, keys[k], &special[k]);
+        if (v && token_value(v, file, special_keys[k], &L->special[k])) return -1;
     }
-    if (crc == 0) {
-        extra = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "additional_special_tokens") : NULL;
-        if (!atd && stm && cJSON_GetObjectItemCaseSensitive(stm, "additional_special_tokens")) {
-            extra = cJSON_GetObjectItemCaseSensitive(stm, "additional_special_tokens");
-            extra_file = stm_path;
-        }
-        if (extra && !cJSON_IsNull(extra) && !cJSON_IsArray(extra))
-            crc = sd_set_error("%s: additional_special_tokens must be a list", extra_file);
+    const cJSON *extra = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "additional_special_tokens") : NULL;
+    const char *extra_file = L->cfg_path;
+    if (!atd && stm && cJSON_GetObjectItemCaseSensitive(stm, "additional_special_tokens")) {
+        extra = cJSON_GetObjectItemCaseSensitive(stm, "additional_special_tokens");
+        extra_file = L->stm_path;
     }
-    /* model_max_length */
-    t->max_len = 77;
+    if (extra && !cJSON_IsNull(extra) && !cJSON_IsArray(extra))
+        return sd_set_error("%s: additional_special_tokens must be a list", extra_file);
+
+    t->max_len = 77; /* HF: unbounded without a config; every SD pipeline uses 77 */
     const cJSON *mml = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "model_max_length") : NULL;
-    if (crc == 0 && mml) {
+    if (mml) {
         int64_t v;
         if (!json_int_in(mml, 2, 65536, &v))
-            crc = sd_set_error("%s: model_max_length must be an integer in [2, 65536] (SD uses 77)", cfg_path);
-        else
-            t->max_len = (int)v;
+            return sd_set_error("%s: model_max_length must be an integer in [2, 65536] (SD uses 77)", L->cfg_path);
+        t->max_len = (int)v;
     }
-    /* added tokens with explicit ids */
-    if (crc == 0 && atd) {
-        if (!cJSON_IsObject(atd)) crc = sd_set_error("%s: added_tokens_decoder must be an object", cfg_path);
-        for (const cJSON *it = atd && cJSON_IsObject(atd) ? atd->child : NULL; crc == 0 && it; it = it->next) {
+
+    added_list *al = &L->al;
+    if (atd) {
+        if (!cJSON_IsObject(atd)) return sd_set_error("%s: added_tokens_decoder must be an object", L->cfg_path);
+        for (const cJSON *it = atd->child; it; it = it->next) {
             char *end;
             long id = strtol(it->string, &end, 10);
             const char *content = NULL;
             if (*it->string == 0 || *end || id < 0 || id >= CLIP_MAX_ID)
-                crc = sd_set_error("%s: added_tokens_decoder key \"%s\" is not a token id", cfg_path, it->string);
-            else if (token_value(it, cfg_path, it->string, &content))
-                crc = -1;
-            else if (!content)
-                crc = sd_set_error("%s: added_tokens_decoder[%s] is null", cfg_path, it->string);
-            else if (*content && added_find(&al, content) < 0)
-                added_push(&al, content, (int32_t)id);
+                return sd_set_error("%s: added_tokens_decoder key \"%s\" is not a token id", L->cfg_path, it->string);
+            if (token_value(it, L->cfg_path, it->string, &content)) return -1;
+            if (!content) return sd_set_error("%s: added_tokens_decoder[%s] is null", L->cfg_path, it->string);
+            if (*content && added_find(al, content) < 0) added_push(al, content, (int32_t)id);
         }
-    } else if (crc == 0 && atj) {
-        for (const cJSON *it = atj->child; crc == 0 && it; it = it->next) {
+    } else if (L->atj) {
+        for (const cJSON *it = L->atj->child; it; it = it->next) {
             int64_t id;
             if (!json_int_in(it, 0, CLIP_MAX_ID - 1, &id))
-                crc = sd_set_error("%s: \"%s\": id must be an integer in [0, %d)", atj_path, it->string, CLIP_MAX_ID);
-            else if (*it->string && added_find(&al, it->string) < 0)
-                added_push(&al, it->string, (int32_t)id);
+                return sd_set_error("%s: \"%s\": id must be an integer in [0, %d)", L->atj_path, it->string,
+                                    CLIP_MAX_ID);
+            if (*it->string && added_find(al, it->string) < 0) added_push(al, it->string, (int32_t)id);
         }
     }
-    if (crc == 0) {
-        /* _add_tokens(all_special_tokens_extended): each special token not yet
-         * added gets its vocab id, or the next id after vocab + added. */
-        int n_extra = extra && cJSON_IsArray(extra) ? cJSON_GetArraySize(extra) : 0;
-        const char **order = sd_xmalloc((size_t)(NK + n_extra) * sizeof *order);
-        int no = 0;
-        for (int k = 0; k < NK; k++)
-            if (special[k]) order[no++] = special[k];
-        for (const cJSON *it = n_extra ? extra->child : NULL; crc == 0 && it; it = it->next) {
-            const char *c;
-            crc = token_value(it, extra_file, "additional_special_tokens", &c);
-            if (crc == 0 && c) order[no++] = c;
-        }
-        for (int k = 0; crc == 0 && k < no; k++) {
-            if (!*order[k] || added_find(&al, order[k]) >= 0) continue;
-            int32_t s = symtab_get(&st, order[k], strlen(order[k]));
-            int32_t id;
-            if (s >= 0 && t->sym_tok[s] >= 0) {
-                id = t->sym_tok[s];
-            } else {
-                /* len(vocab | added) as HF computes it */
-                int32_t nid = n_vocab;
-                for (int q = 0; q < al.n; q++) {
-                    int32_t qs = symtab_get(&st, al.v[q].content, strlen(al.v[q].content));
-                    if (qs < 0 || t->sym_tok[qs] < 0) nid++;
-                }
-                id = nid;
-                if (id >= CLIP_MAX_ID) crc = sd_set_error("%s: too many added tokens", cfg_path);
+    /* _add_tokens(all_special_tokens_extended) */
+    int n_extra = extra && cJSON_IsArray(extra) ? cJSON_GetArraySize(extra) : 0;
+    const char **order = sd_xmalloc((size_t)(NK + n_extra) * sizeof *order);
+    int no = 0, rc = 0;
+    for (int k = 0; k < NK; k++)
+        if (L->special[k]) order[no++] = L->special[k];
+    for (const cJSON *it = n_extra ? extra->child : NULL; it && rc == 0; it = it->next) {
+        const char *c = NULL;
+        rc = token_value(it, extra_file, "additional_special_tokens", &c);
+        if (rc == 0 && c) order[no++] = c;
+    }
+    for (int k = 0; k < no && rc == 0; k++) {
+        if (!*order[k] || added_find(al, order[k]) >= 0) continue;
+        int32_t s = symtab_get(&L->st, order[k], strlen(order[k]));
+        int32_t id = s >= 0 ? L->st.tok[s] : -1;
+        if (id < 0) { /* new id = len(vocab | added), as HF counts it */
+            id = t->n_vocab;
+            for (int q = 0; q < al->n; q++) {
+                int32_t qs = symtab_get(&L->st, al->v[q].content, strlen(al->v[q].content));
+                if (qs < 0 || L->st.tok[qs] < 0) id++;
             }
-            added_push(&al, order[k], id);
         }
-        free(order);
+        added_push(al, order[k], id);
     }
-    if (crc == 0) {
-        const char *miss = !special[K_BOS] ? "bos_token" : !special[K_EOS] ? "eos_token"
-                         : !special[K_UNK] ? "unk_token" : !special[K_PAD] ? "pad_token" : NULL;
-        if (miss) crc = sd_set_error("%s: %s is null; SD tokenization needs it", cfg_path, miss);
-    }
-    if (crc == 0) {
-        int32_t s = symtab_get(&st, special[K_UNK], strlen(special[K_UNK]));
-        if (s < 0 || t->sym_tok[s] < 0)
-            crc = sd_set_error("%s: unk_token \"%s\" is not in vocab.json", vocab_path, special[K_UNK]);
-        else
-            t->unk = t->sym_tok[s];
-    }
-    free(cfg_path);
-    free(stm_path);
-    free(atj_path);
-    if (crc) goto done;
-    t->bos = added_find(&al, special[K_BOS]);
-    t->eos = added_find(&al, special[K_EOS]);
-    t->pad = added_find(&al, special[K_PAD]);
+    free(order);
+    if (rc) return rc;
+    static const int need[] = {K_BOS, K_EOS, K_UNK, K_PAD};
+    for (int k = 0; k < 4; k++)
+        if (!L->special[need[k]])
+            return sd_set_error("%s: %s is null; SD tokenization needs it", L->cfg_path, special_keys[need[k]]);
+    int32_t s = symtab_get(&L->st, L->special[K_UNK], strlen(L->special[K_UNK]));
+    if (s < 0 || L->st.tok[s] < 0) /* HF: unk = encoder[unk_token], the vocabulary only */
+        return sd_set_error("%s: unk_token \"%s\" is not in vocab.json", L->vocab_path, L->special[K_UNK]);
+    t->unk = L->st.tok[s];
+    t->bos = added_find(al, L->special[K_BOS]);
+    t->eos = added_find(al, L->special[K_EOS]);
+    t->pad = added_find(al, L->special[K_PAD]);
+    return 0;
+}
 
-    /* symbols outside the vocabulary are unk; added tokens override the vocab */
-    t->n_sym = st.n;
-    for (int s = 0; s < st.n; s++)
+/* Symbol -> id map, added-token tables, id -> string, fingerprint. */
+static int finish(loader *L, sd_clip_tokenizer *t) {
+    symtab *st = &L->st;
+    added_list *al = &L->al;
+    /* symbols outside the vocabulary are unk; added tokens come first (HF
+     * _convert_token_to_id_with_added_voc) */
+    t->n_sym = st->n;
+    t->sym_tok = st->tok;
+    st->tok = NULL;
+    for (int s = 0; s < st->n; s++)
         if (t->sym_tok[s] < 0) t->sym_tok[s] = t->unk;
-    for (int i = 0; i < al.n; i++) {
-        int32_t s = symtab_get(&st, al.v[i].content, strlen(al.v[i].content));
-        if (s >= 0) t->sym_tok[s] = al.v[i].id;
+    for (int i = 0; i < al->n; i++) {
+        int32_t s = symtab_get(st, al->v[i].content, strlen(al->v[i].content));
+        if (s >= 0) t->sym_tok[s] = al->v[i].id;
     }
-    /* the regex's special-token alternatives hit HF's pre-filled bpe cache:
-     * the word maps to itself, then to an id like any token */
+    /* the regex's special alternatives hit HF's pre-filled bpe cache: the word
+     * stays whole and becomes an id like any token */
     static const char *const sw[2] = {"<|startoftext|>", "<|endoftext|>"};
     for (int k = 0; k < 2; k++) {
-        int32_t s = symtab_get(&st, sw[k], strlen(sw[k]));
-        t->special_word_tok[k] = s >= 0 ? t->sym_tok[s] : t->unk; /* added token, vocab, or unk */
+        int32_t s = symtab_get(st, sw[k], strlen(sw[k]));
+        t->special_word_tok[k] = s >= 0 ? t->sym_tok[s] : t->unk;
     }
-
-    /* added tokens for splitting: code points, first-character filter */
-    t->n_added = al.n;
-    t->added = sd_xcalloc((size_t)(al.n ? al.n : 1), sizeof *t->added);
-    for (int i = 0; i < al.n; i++) {
-        size_t n = strlen(al.v[i].content);
-        t->added[i].cp = sd_xmalloc((n + 1) * sizeof(int32_t));
-        long k = utf8_decode((const uint8_t *)al.v[i].content, n, t->added[i].cp, &bad);
-        if (k <= 0) { sd_set_error("%s: added token is not valid UTF-8", dir); goto done; }
-        t->added[i].len = (int)k;
-        t->added[i].id = al.v[i].id;
-        int32_t c0 = t->added[i].cp[0];
-        if (c0 < 128) t->added_first_ascii[c0] = 1;
+    /* added tokens as code points, for the split */
+    t->n_added = al->n;
+    t->added = sd_xcalloc((size_t)(al->n ? al->n : 1), sizeof *t->added);
+    for (int i = 0; i < al->n; i++) {
+        size_t n = strlen(al->v[i].content), bad;
+        added_token *a = &t->added[i];
+        a->cp = sd_xmalloc((n + 1) * sizeof(int32_t));
+        long k = utf8_decode((const uint8_t *)al->v[i].content, n, a->cp, &bad);
+        if (k <= 0) return sd_set_error("added token \"%s\" is not valid UTF-8", al->v[i].content);
+        a->len = (int)k;
+        a->id = al->v[i].id;
+        if (a->cp[0] < 128) t->added_first_ascii[a->cp[0]] = 1;
         else t->added_first_nonascii = 1;
+        if (a->id > t->max_id) t->max_id = a->id;
     }
-
     /* id -> string */
-    for (int i = 0; i < al.n; i++)
-        if (al.v[i].id > max_id) max_id = al.v[i].id;
-    t->max_id = max_id;
-    t->id_str = sd_xcalloc((size_t)max_id + 1, sizeof *t->id_str);
-    for (const cJSON *it = vocab->child; it; it = it->next) t->id_str[(int32_t)it->valuedouble] = sd_xstrdup(it->string);
-    for (int i = 0; i < al.n; i++)
-        if (!t->id_str[al.v[i].id]) t->id_str[al.v[i].id] = sd_xstrdup(al.v[i].content);
-
-    /* fingerprint: file bytes (above), then the ids that decide the output */
-    fp_line(&fp, "model_max_length %ld\n", t->max_len, 0);
-    fp_line(&fp, "pad %ld\n", t->pad, 0);
-    fp_line(&fp, "bos %ld\n", t->bos, 0);
-    fp_line(&fp, "eos %ld\n", t->eos, 0);
-    fp_line(&fp, "unk %ld\n", t->unk, 0);
-    {
-        /* added tokens sorted by (id, content) */
-        int *ord = sd_xmalloc((size_t)(al.n ? al.n : 1) * sizeof *ord);
-        for (int i = 0; i < al.n; i++) ord[i] = i;
-        for (int i = 1; i < al.n; i++)
-            for (int j = i; j > 0; j--) {
-                added_def *x = &al.v[ord[j - 1]], *y = &al.v[ord[j]];
-                if (x->id < y->id || (x->id == y->id && strcmp(x->content, y->content) <= 0)) break;
-                int tmp = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = tmp;
-            }
-        for (int i = 0; i < al.n; i++) {
-            const added_def *a = &al.v[ord[i]];
-            fp_line(&fp, "added %ld %ld\n", a->id, (long)strlen(a->content));
-            sd_sha256_update(&fp, a->content, strlen(a->content));
-            sd_sha256_update(&fp, "\n", 1);
+    t->id_str = sd_xcalloc((size_t)t->max_id + 1, sizeof *t->id_str);
+    for (const cJSON *it = L->vocab->child; it; it = it->next) t->id_str[(int32_t)it->valuedouble] = sd_xstrdup(it->string);
+    for (int i = 0; i < al->n; i++)
+        if (!t->id_str[al->v[i].id]) t->id_str[al->v[i].id] = sd_xstrdup(al->v[i].content);
+    /* fingerprint: the file bytes (load_merges), then what decides the ids */
+    fp_line(&L->fp, "model_max_length %ld\n", t->max_len, 0);
+    fp_line(&L->fp, "pad %ld\n", t->pad, 0);
+    fp_line(&L->fp, "bos %ld\n", t->bos, 0);
+    fp_line(&L->fp, "eos %ld\n", t->eos, 0);
+    fp_line(&L->fp, "unk %ld\n", t->unk, 0);
+    int *ord = sd_xmalloc((size_t)(al->n ? al->n : 1) * sizeof *ord); /* added tokens by (id, content) */
+    for (int i = 0; i < al->n; i++) ord[i] = i;
+    for (int i = 1; i < al->n; i++)
+        for (int j = i; j > 0; j--) {
+            const added_def *x = &al->v[ord[j - 1]], *y = &al->v[ord[j]];
+            if (x->id < y->id || (x->id == y->id && strcmp(x->content, y->content) <= 0)) break;
+            int tmp = ord[j];
+            ord[j] = ord[j - 1];
+            ord[j - 1] = tmp;
         }
-        free(ord);
+    for (int i = 0; i < al->n; i++) {
+        const added_def *a = &al->v[ord[i]];
+        fp_line(&L->fp, "added %ld %ld\n", a->id, (long)strlen(a->content));
+        sd_sha256_update(&L->fp, a->content, strlen(a->content));
+        sd_sha256_update(&L->fp, "\n", 1);
     }
+    free(ord);
     unsigned char dig[32];
-    sd_sha256_final(&fp, dig);
+    sd_sha256_final(&L->fp, dig);
     sd_sha256_hex(dig, t->fingerprint);
     t->serial = atomic_fetch_add(&next_serial, 1);
-    rc = 0;
+    return 0;
+}
 
-done:
+int sd_clip_tokenizer_load(const char *dir, sd_clip_tokenizer **out) {
+    *out = NULL;
+    pthread_once(&ascii_once, ascii_tables_init);
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.vocab_path = sd_path_join(dir, "vocab.json");
+    L.merges_path = sd_path_join(dir, "merges.txt");
+    L.cfg_path = sd_path_join(dir, "tokenizer_config.json");
+    L.stm_path = sd_path_join(dir, "special_tokens_map.json");
+    L.atj_path = sd_path_join(dir, "added_tokens.json");
+    symtab_init(&L.st, 65536);
+    sd_sha256_init(&L.fp);
+    sd_clip_tokenizer *t = sd_xcalloc(1, sizeof *t);
+
+    int rc = load_vocab(&L, t);
+    if (rc == 0) {
+        add_byte_symbols(&L, t);
+        rc = load_merges(&L, t);
+    }
+    if (rc == 0) rc = load_config(&L, t);
+    if (rc == 0) rc = finish(&L, t);
+
+    for (int i = 0; i < L.al.n; i++) free(L.al.v[i].content);
+    free(L.al.v);
+    free_merges(L.merges, L.n_merges);
+    symtab_free(&L.st);
+    cJSON_Delete(L.vocab);
+    cJSON_Delete(L.cfg);
+    cJSON_Delete(L.stm);
+    cJSON_Delete(L.atj);
+    free(L.vtext);
+    free(L.mtext);
+    free(L.vocab_path);
+    free(L.merges_path);
+    free(L.cfg_path);
+    free(L.stm_path);
+    free(L.atj_path);
     if (rc) {
         sd_clip_tokenizer_free(t);
-        t = NULL;
+        return -1;
     }
-    for (int i = 0; i < al.n; i++) free(al.v[i].content);
-    free(al.v);
-    free(id_used);
-    free_merges(merges, n_merges);
-    symtab_free(&st);
-    cJSON_Delete(vocab);
-    cJSON_Delete(cfg);
-    cJSON_Delete(stm);
-    cJSON_Delete(atj);
-    free(vtext);
-    free(mtext);
-    free(vocab_path);
-    free(merges_path);
     *out = t;
-    return rc;
+    return 0;
 }
 
 int sd_clip_tokenizer_max_len(const sd_clip_tokenizer *t) { return t->max_len; }
@@ -974,14 +984,6 @@ void sd_clip_tokenizer_thread_release(void) {
     }
 }
 
-/* Make *p hold at least n elements of size el. */
-static void *grow(void *p, size_t *cap, size_t n, size_t el) {
-    if (n <= *cap) return p;
-    size_t c = *cap ? *cap : 64;
-    while (c < n) c *= 2;
-    *cap = c;
-    return sd_xrealloc(p, c * el);
-}
 
 /* ------------------------------------------------------------------------ */
 /* BPE                                                                       */
