@@ -1,6 +1,6 @@
 /* clip_tokenizer.c — CLIP byte-level BPE, id-exact with transformers 4.x's
  * slow CLIPTokenizer without ftfy (formats/tokens.md is the specification;
- * the Python it follows is quoted in the comments).
+ * comments name the transformers/CPython functions each step reproduces).
  *
  * Pipeline for one caption (Python names in parentheses):
  *   1. strict UTF-8 decode to code points (Python str)
