@@ -22,6 +22,9 @@
 typedef struct {
     int nthreads;
     int conv_algo; /* SD_CONV_* */
+    int wino_blas; /* Winograd GEMMs through OpenBLAS instead of our kernel (SD_WINO_BLAS=1; for tests) */
+    int attn_qb;   /* attention query block override (SD_ATTN_QB; 0 = automatic; for tests) */
+    int wino_tc;   /* Winograd tiles per chunk override (SD_WINO_TC; 0 = automatic; for tests) */
     float *ws;
     size_t ws_floats;
 } sd_cpu_ctx;
@@ -42,6 +45,17 @@ void sd_cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, cons
  * whichever is larger). Must be called outside a parallel region. */
 void sd_cpu_sgemm_par(sd_backend *be, int transA, int transB, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The register-blocked micro-kernel (cpu_kernel.c):
+ *   c[i][0..31] (+)= sum_k a[k][i] b[k][0..31] for i < rows (<= 8)
+ * a: packed panel [K][8]; b: K rows of 32 floats, row stride ldb; c: row stride ldc. */
+#define SD_KMR 8
+#define SD_KNR 32
+void sd_cpu_gemm_8x32(int K, const float *restrict a, const float *restrict b, size_t ldb, float *restrict c,
+                      size_t ldc, int rows, int accumulate);
+/* The same with a row-major A: a[i * lda + k]. */
+void sd_cpu_gemm_8x32_ar(int K, const float *restrict a, size_t lda, const float *restrict b, size_t ldb,
+                         float *restrict c, size_t ldc, int rows, int accumulate);
 
 /* db[cols] += column sums of x[rows, cols] (may use the workspace). */
 void sd_cpu_colsum_acc(sd_backend *be, float *db, const float *x, int rows, int cols);

@@ -220,6 +220,12 @@ sd_backend *sd_backend_cpu_create(int nthreads) {
     const char *e = getenv("SD_CONV_ALGO");
     if (e && !strcasecmp(e, "im2col")) c->conv_algo = SD_CONV_IM2COL;
     else if (e && !strcasecmp(e, "winograd")) c->conv_algo = SD_CONV_WINOGRAD;
+    e = getenv("SD_WINO_BLAS");
+    c->wino_blas = e && *e && strcmp(e, "0") != 0;
+    e = getenv("SD_ATTN_QB");
+    c->attn_qb = e ? atoi(e) : 0;
+    e = getenv("SD_WINO_TC");
+    c->wino_tc = e ? atoi(e) : 0;
     be->ops = &cpu_ops;
     be->name = "cpu";
     be->ctx = c;
