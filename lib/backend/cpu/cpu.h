@@ -1,10 +1,20 @@
 /* cpu.h — internals of the CPU backend (not a public header).
  *
  * Threading: every op runs its own OpenMP parallel regions with ctx->nthreads
- * threads. OpenBLAS (the OpenMP build) is used single-threaded: sgemm calls
- * happen inside our parallel regions on disjoint pieces of work, which is
- * both faster than OpenBLAS's own threading for the mid-sized GEMMs of SD and
- * keeps one thread pool (libgomp) for everything.
+ * threads. OpenBLAS (the OpenMP build) is used single-threaded
+ * (openblas_set_num_threads(1) at creation): sgemm calls happen inside our
+ * parallel regions on disjoint pieces of work, which is faster than
+ * OpenBLAS's own threading for the mid-sized GEMMs of SD and keeps one thread
+ * pool (libgomp) for everything.
+ *
+ * GEMMs: OpenBLAS for plain matrix products (Linear, 1x1 and im2col convs,
+ * the Winograd filter gradient); our register-blocked 8x32 kernel
+ * (cpu_kernel.c) where operands can be packed once and reused (Winograd,
+ * attention), which removes OpenBLAS's per-call packing.
+ *
+ * Test knobs, read once at creation (environment): SD_CONV_ALGO, SD_WINO_BLAS,
+ * SD_WINO_TC, SD_ATTN_QB (see cpu_backend.c); they change the algorithm or
+ * blocking, never the result beyond rounding.
  *
  * Scratch: one grow-only workspace per backend (64-byte aligned). An op asks
  * for all it needs once, at its start, and carves it up; contents are
