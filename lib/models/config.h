@@ -24,17 +24,18 @@
 #include <cJSON.h>
 #include <stdio.h>
 
+#include "backend/backend.h" /* SD_ACT_SILU, SD_ACT_GELU, SD_ACT_QUICK_GELU */
+
 #define SD_UNET_MAX_LEVELS 8  /* down/up blocks */
 #define SD_UNET_MAX_LAYERS 16 /* resnets per block (up blocks have layers_per_block + 1) */
 #define SD_VAE_MAX_LEVELS 8
 
-typedef enum {
-    SD_ACT_NONE = 0,
-    SD_ACT_SILU,       /* "silu", "swish": x·σ(x) */
-    SD_ACT_GELU,       /* "gelu": exact erf GELU */
-    SD_ACT_GELU_TANH,  /* "gelu_new", "gelu_pytorch_tanh", "gelu_fast": tanh approximation */
-    SD_ACT_QUICK_GELU, /* "quick_gelu": x·σ(1.702x) */
-} sd_act;
+/* Activations named by configs. SILU, GELU and QUICK_GELU are the backend's
+ * op codes (backend/backend.h: the value can be passed to act_forward as is);
+ * the two others are config values the ops do not implement (GELU_TANH text
+ * encoders are parsed but refused by the forward pass). */
+typedef int sd_act;
+enum { SD_ACT_NONE = -1, SD_ACT_GELU_TANH = 3 }; /* "gelu_new", "gelu_pytorch_tanh", "gelu_fast" */
 
 /* Canonical name of an activation ("silu", "gelu", "gelu_new", "quick_gelu"). */
 const char *sd_act_name(sd_act a);
