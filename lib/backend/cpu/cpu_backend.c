@@ -217,9 +217,21 @@ sd_backend *sd_backend_cpu_create(int nthreads) {
     sd_cpu_ctx *c = sd_xcalloc(1, sizeof *c);
     c->nthreads = nthreads;
     c->conv_algo = SD_CONV_AUTO;
+    /* Knobs for tests and benchmarks (results agree to rounding either way):
+     *   SD_CONV_ALGO=auto|im2col|winograd  3x3 stride-1 conv algorithm
+     *   SD_WINO_BLAS=1                     Winograd GEMMs on OpenBLAS, not our kernel
+     *   SD_WINO_TC=N                       Winograd tiles per chunk (rounded up to 32)
+     *   SD_ATTN_QB=N                       attention queries per block (32..256) */
     const char *e = getenv("SD_CONV_ALGO");
     if (e && !strcasecmp(e, "im2col")) c->conv_algo = SD_CONV_IM2COL;
     else if (e && !strcasecmp(e, "winograd")) c->conv_algo = SD_CONV_WINOGRAD;
+    e = getenv("SD_WINO_BLAS");
+    c->wino_blas = e && *e && strcmp(e, "0") != 0;
+    e = getenv("SD_ATTN_QB");
+    c->attn_qb = e ? atoi(e) : 0;
+    e = getenv("SD_WINO_TC");
+    c->wino_tc = e ? atoi(e) : 0;
+    if (c->wino_tc < 0 || c->wino_tc > 4096) c->wino_tc = 0;
     be->ops = &cpu_ops;
     be->name = "cpu";
     be->ctx = c;
