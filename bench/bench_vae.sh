@@ -23,7 +23,13 @@
 #              PEAK_GFLOPS is set
 #   peak RSS   getrusage maxrss of the process (weights, activations, runtime)
 #   max err    max |sdtools - torch| / RMS(torch) of the outputs
+#   others     share of the machine's CPUs used by OTHER processes during the
+#              timed call (/proc/stat minus the process's own CPU time): a
+#              timing with others > ~5% was disturbed and is not comparable
 # REPEAT=N runs each process N times and keeps the fastest (both sides).
+# Before each run the script waits (up to QUIET_WAIT seconds, default 300) for
+# a second in which the machine is < 5% busy, so that runs start on an idle
+# machine when other jobs share it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${1:-"256 512"}
@@ -52,9 +58,22 @@ field() { # json key
     $PY -c "import json,sys; print(json.loads(sys.stdin.readline())['$1'])"
 }
 
+busy_jiffies() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+wait_quiet() { # until one second with < 5% of the CPUs busy, or QUIET_WAIT seconds
+    local t0=$SECONDS b0 a0 b1 a1
+    while [ $((SECONDS - t0)) -lt "${QUIET_WAIT:-300}" ]; do
+        read -r b0 a0 < <(busy_jiffies)
+        sleep 1
+        read -r b1 a1 < <(busy_jiffies)
+        awk -v b=$((b1 - b0)) -v a=$((a1 - a0)) 'BEGIN {exit !(a > 0 && b / a < 0.05)}' && return 0
+    done
+    echo "bench_vae: machine still busy after ${QUIET_WAIT:-300}s; measuring anyway" >&2
+}
+
 best() { # cmd...: run REPEAT times, print the JSON line with the smallest seconds
     local line best_line="" best_s=""
     for _ in $(seq "$REPEAT"); do
+        wait_quiet
         line=$("$@" | tail -1)
         s=$(echo "$line" | field seconds)
         if [ -z "$best_s" ] || awk -v a="$s" -v b="$best_s" 'BEGIN {exit !(a < b)}'; then best_s=$s; best_line=$line; fi
@@ -63,7 +82,7 @@ best() { # cmd...: run REPEAT times, print the JSON line with the smallest secon
 }
 
 echo "VAE (SD1.5 shapes, fp32, batch 1), $THREADS threads, peak $PEAK_GFLOPS GFLOP/s ($(uname -m), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg))"
-printf '%-9s %-8s %9s %9s %8s %9s %8s %10s %10s %9s\n' op side seconds GFLOP/s "%peak" "speedup" "RSS MB" "ws MB" "weights MB" "max err"
+printf '%-9s %-8s %9s %9s %8s %9s %8s %10s %10s %9s %7s\n' op side seconds GFLOP/s "%peak" "speedup" "RSS MB" "ws MB" "weights MB" "max err" others
 for size in $SIZES; do
     warm=1
     [ "$size" -ge 512 ] && warm=0
@@ -80,8 +99,9 @@ for size in $SIZES; do
                 -v ws="$([ $side = sdtools ] && echo "$j" | field workspace_mb || echo -)" \
                 -v wt="$([ $side = sdtools ] && echo "$j" | field weights_mb || echo -)" \
                 -v err="$([ $side = sdtools ] && printf '%.2g' "$err" || echo -)" \
-                'BEGIN {g = fl / s / 1e9; printf "%-9s %-8s %9.2f %9.1f %7.1f%% %8.2fx %8.0f %10s %10s %9s\n",
-                        op, side, s, g, 100 * g / pk, ts / s, rss, ws, wt, err}'
+                -v oth="$(echo "$j" | field others_pct)" \
+                'BEGIN {g = fl / s / 1e9; printf "%-9s %-8s %9.2f %9.1f %7.1f%% %8.2fx %8.0f %10s %10s %9s %6s%%\n",
+                        op, side, s, g, 100 * g / pk, ts / s, rss, ws, wt, err, oth}'
         done
     done
 done

@@ -36,6 +36,20 @@ def det_uniform(seed, n):
     return ((z >> np.uint64(40)).astype(np.float64) * 2.0 ** -23 - 1.0).astype(np.float32)
 
 
+def machine_busy():
+    """CPU seconds of all processes so far (/proc/stat: user nice system irq softirq steal)."""
+    try:
+        v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+        return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def self_cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def cmd_make(a):
     sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
     import make_tiny_model as mtm
@@ -116,6 +130,7 @@ def cmd_run(a):
     x = torch.from_numpy(x)
     with torch.no_grad():
         for _ in range(a.warmup + 1):
+            b0, s0 = machine_busy(), self_cpu()
             t0 = time.perf_counter()
             if enc:  # the moments, as sd_vae_encode returns them
                 h_ = vae.encoder(x)
@@ -123,9 +138,11 @@ def cmd_run(a):
             else:
                 y = vae.decode(x).sample
             secs = time.perf_counter() - t0
+            others = ((machine_busy() - b0) - (self_cpu() - s0)) / (secs * os.cpu_count())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"side": "torch", "op": a.op, "size": a.size, "batch": a.batch, "threads": torch.get_num_threads(),
-                      "seconds": round(secs, 3), "load_seconds": round(load_s, 3), "maxrss_mb": round(rss, 1),
+                      "seconds": round(secs, 3), "others_pct": round(max(others, 0) * 100),
+                      "load_seconds": round(load_s, 3), "maxrss_mb": round(rss, 1),
                       "torch": torch.__version__}))
     if a.out:
         y.numpy().astype("<f4").tofile(a.out)

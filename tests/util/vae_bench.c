@@ -9,8 +9,9 @@
  * for latents — bench/vae_torch.py makes the same. Runs --warmup untimed
  * calls, then one timed call, and prints one JSON line:
  *   {"side":"sdtools","op":..,"size":..,"batch":..,"threads":..,"seconds":..,
- *    "load_seconds":..,"workspace_mb":..,"backend_ws_mb":..,"maxrss_mb":..}
- * maxrss_mb is the process's peak resident set (getrusage), weights included.
+ *    "others_pct":..,"load_seconds":..,"workspace_mb":..,"backend_ws_mb":..,"maxrss_mb":..}
+ * maxrss_mb is the process's peak resident set (getrusage), weights included;
+ * others_pct the share of all CPUs other processes used during the timed call.
  * --out writes the output as raw little-endian f32. --profile prints the
  * time spent per op kind (on stderr) by wrapping the backend's op table. */
 #include "backend/backend.h"
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 /* ---- --profile: a backend whose ops time the CPU backend's ------------------- */
 
@@ -129,6 +131,25 @@ static double fma_peak(int threads) {
     return best * 1e-9;
 }
 
+/* CPU seconds (all processes, /proc/stat) and of this process: the share of
+ * the machine other processes used during a timed call ("others_pct"), so a
+ * measurement taken on a busy shared machine shows as such. */
+static double machine_busy(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    if (!f) return 0;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+               &v[7]) != 8)
+        v[0] = 0;
+    fclose(f);
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+static double self_cpu(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 static void det_uniform(uint64_t seed, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint64_t z = (seed << 32) + i + 0x9E3779B97F4A7C15ull;
@@ -185,20 +206,22 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < nin; i++) in[i] *= 3.0f;
 
     if (profile) profile_backend(be);
-    double secs = 0;
+    double secs = 0, others = 0;
     for (int r = 0; r <= warmup; r++) {
         memset(ptime, 0, sizeof ptime), memset(pflop, 0, sizeof pflop), memset(pcalls, 0, sizeof pcalls);
+        double b0 = machine_busy(), s0 = self_cpu();
         t0 = sd_now();
         int rc = enc ? sd_vae_encode(v, in, B, size, size, out) : sd_vae_decode(v, in, B, h, h, out);
         if (rc) sd_die_last();
         secs = sd_now() - t0;
+        others = ((machine_busy() - b0) - (self_cpu() - s0)) / (secs * sysconf(_SC_NPROCESSORS_ONLN));
     }
     if (profile) profile_report(secs);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"side\":\"sdtools\",\"op\":\"%s\",\"size\":%d,\"batch\":%d,\"threads\":%d,\"seconds\":%.3f,"
-           "\"load_seconds\":%.3f,\"workspace_mb\":%.1f,\"backend_ws_mb\":%.1f,\"weights_mb\":%.1f,\"maxrss_mb\":%.1f}\n",
-           op, size, B, sd_backend_cpu_threads(be), secs, load_s, sd_vae_workspace_held(v) / 1048576.0,
+           "\"others_pct\":%.0f,\"load_seconds\":%.3f,\"workspace_mb\":%.1f,\"backend_ws_mb\":%.1f,\"weights_mb\":%.1f,\"maxrss_mb\":%.1f}\n",
+           op, size, B, sd_backend_cpu_threads(be), secs, others < 0 ? 0.0 : 100 * others, load_s, sd_vae_workspace_held(v) / 1048576.0,
            sd_backend_cpu_workspace_bytes(be) / 1048576.0, v->table.total * 4.0 / 1048576.0, ru.ru_maxrss / 1024.0);
     if (out_path && sd_write_file_atomic(out_path, out, nout * sizeof(float))) sd_die_last();
     sd_backend_free(be, in);
