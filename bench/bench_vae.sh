@@ -26,7 +26,8 @@
 #   others     share of the machine's CPUs used by OTHER processes during the
 #              timed call (/proc/stat minus the process's own CPU time): a
 #              timing with others > ~5% was disturbed and is not comparable
-# REPEAT=N runs each process N times and keeps the fastest (both sides).
+# REPEAT=N runs each process N times and keeps the fastest (both sides). The
+# table is also written to bench/out/vae.txt.
 # Before each run the script waits (up to QUIET_WAIT seconds, default 300) for
 # a second in which the machine is < 5% busy, so that runs start on an idle
 # machine when other jobs share it.
@@ -48,9 +49,6 @@ if [ ! -f "$MODEL/diffusion_pytorch_model.safetensors" ]; then
     mkdir -p "$(dirname "$MODEL")"
     echo "bench_vae: writing $MODEL (SD1.5 VAE shapes, random weights)" >&2
     $PY bench/vae_torch.py make "$MODEL"
-fi
-if [ -z "${PEAK_GFLOPS:-}" ]; then
-    PEAK_GFLOPS=$(awk -v c="$("$DRIVER" peak 1)" -v t="$THREADS" 'BEGIN {printf "%.1f", t * c}')
 fi
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=$THREADS
 
@@ -81,6 +79,12 @@ best() { # cmd...: run REPEAT times, print the JSON line with the smallest secon
     echo "$best_line"
 }
 
+if [ -z "${PEAK_GFLOPS:-}" ]; then
+    wait_quiet
+    PEAK_GFLOPS=$(awk -v c="$("$DRIVER" peak 1)" -v t="$THREADS" 'BEGIN {printf "%.1f", t * c}')
+fi
+mkdir -p bench/out
+exec > >(tee bench/out/vae.txt)
 echo "VAE (SD1.5 shapes, fp32, batch 1), $THREADS threads, peak $PEAK_GFLOPS GFLOP/s ($(uname -m), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%-9s %-8s %9s %9s %8s %9s %8s %10s %10s %9s %7s\n' op side seconds GFLOP/s "%peak" "speedup" "RSS MB" "ws MB" "weights MB" "max err" others
 for size in $SIZES; do
