@@ -443,7 +443,16 @@ static cJSON *ema_config_json(const sd_trainer *t) {
     cJSON *e = sd_ema_state_json(&t->ema_state), *it;
     cJSON_ArrayForEach(it, e) {
         cJSON_DeleteItemFromObjectCaseSensitive(c, it->string);
-        cJSON_AddItemToObject(c, it->string, cJSON_Duplicate(it, 1));
+        /* EMAModel.load_state_dict insists that min_decay is a Python float: write 0 as 0.0 */
+        int is_float = !strcmp(it->string, "min_decay") || !strcmp(it->string, "decay") ||
+                       !strcmp(it->string, "inv_gamma") || !strcmp(it->string, "power");
+        if (is_float && cJSON_IsNumber(it) && it->valuedouble == floor(it->valuedouble) && fabs(it->valuedouble) < 1e15) {
+            char num[32];
+            snprintf(num, sizeof num, "%.1f", it->valuedouble);
+            cJSON_AddItemToObject(c, it->string, cJSON_CreateRaw(num));
+        } else {
+            cJSON_AddItemToObject(c, it->string, cJSON_Duplicate(it, 1));
+        }
     }
     cJSON_Delete(e);
     return c;
