@@ -308,6 +308,7 @@ static int check_provenance(sd_trainer *t) {
         if (sd_model_load_alloc(t->model, SD_VAE, &vt, &vb)) return -1;
         sd_param_fingerprint(&vt, vb, hex);
         free(vb);
+        sd_model_release(t->model, SD_VAE);
         sd_param_table_free(&vt);
         snprintf(fp, sizeof fp, "sha256:%s", hex);
         if (check_fp(t, SD_META_VAE, "VAE", fp)) return -1;
@@ -675,6 +676,7 @@ int sd_trainer_create(const sd_train_opts *o, sd_trainer **out) {
                 goto fail;
             }
         } else if (sd_clip_text_load(t->model, t->be, &t->te)) goto fail;
+        sd_model_release(t->model, SD_TEXT_ENCODER);
         if (t->te && !t->cached_text && t->te->hidden != t->ucfg.cross_attention_dim[0]) {
             sd_set_error("the text encoder is %d wide, the UNet's cross_attention_dim is %d", t->te->hidden,
                          t->ucfg.cross_attention_dim[0]);
@@ -699,6 +701,7 @@ int sd_trainer_create(const sd_train_opts *o, sd_trainer **out) {
     } else if (sd_model_load(t->model, SD_UNET, &t->table, t->params)) {
         goto fail;
     }
+    sd_model_release(t->model, SD_UNET); /* the mapped file pages would count in the resident set */
     sd_backend_zero(t->be, t->grads, sizeof(float) * t->N);
     t->m = malloc(sizeof(float) * t->N);
     t->v = malloc(sizeof(float) * t->N);
