@@ -676,10 +676,14 @@ int main(int argc, char **argv) {
         char **sorted = sd_xmalloc(sizeof(char *) * (size_t)total);
         memcpy(sorted, names, sizeof(char *) * (size_t)total);
         qsort(sorted, (size_t)total, sizeof(char *), cmp_str);
-        for (int j = 1; j < total; j++)
-            if (!strcmp(sorted[j - 1], sorted[j]))
-                sd_die("--name_pattern \"%s\" gives the same file name %s to two images (add {index})", o.pattern, sorted[j]);
+        int dup = -1;
+        for (int j = 1; j < total && dup < 0; j++)
+            if (!strcmp(sorted[j - 1], sorted[j])) dup = j;
+        if (dup >= 0)
+            sd_set_error("--name_pattern \"%s\" gives the same file name %s to two images (add {index})", o.pattern,
+                         sorted[dup]);
         free(sorted);
+        if (dup >= 0) sd_die_last();
     }
     if (!o.force)
         for (int j = 0; j < total; j++) {

@@ -263,6 +263,7 @@ TEST(init_latents_and_callback) {
     sd_image_free(&b);
     /* abort from the callback */
     cnt[0] = 0, cnt[2] = 2;
+    o.init_latents = NULL; /* (it holds one image's noise) */
     sd_image c[2] = {{0}};
     CHECK_FAILS(sd_txt2img(&sd1.p, &o, 2, c, NULL), "interrupted");
     CHECK(cnt[0] == 2 && !c[0].data && !c[1].data);
