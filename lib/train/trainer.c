@@ -30,6 +30,8 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "sample/scheduler.h"
+#include "sample/txt2img.h"
+#include "io/image.h"
 #include "text/clip_tokenizer.h"
 #include "train/ckpt.h"
 #include "train/data.h"
@@ -132,6 +134,8 @@ struct sd_trainer {
     char *logdir;
     sd_tb *tb;
     sd_jsonl *jl;
+    sd_vae *vae;                 /* validation: loaded on first use */
+    sd_clip_tokenizer *tok;
     int64_t last_val_step;
     /* timing */
     double t0;
@@ -774,6 +778,8 @@ void sd_trainer_free(sd_trainer *t) {
     if (!t) return;
     sd_tb_close(t->tb);
     sd_jsonl_close(t->jl);
+    sd_vae_free(t->vae);
+    sd_clip_tokenizer_free(t->tok);
     free(t->logdir);
     if (t->rp.f) sd_st_close(t->rp.f);
     free_batch_buffers(t);
@@ -1121,10 +1127,66 @@ static int log_step(sd_trainer *t, const sd_train_step_info *in) {
     return rc;
 }
 
+/* Validation images (log_validation of the reference): each prompt rendered
+ * by the txt2img loop with the model's scheduler (prediction_type as trained),
+ * validation_inference_steps steps, default guidance, seed --seed + prompt
+ * index; with EMA the EMA weights are swapped in (ema.store / copy_to /
+ * restore). PNGs go to LOGDIR/validation/step-N/, images to TensorBoard. */
 static int run_validation(sd_trainer *t) {
-    if (t->o.n_validation_prompts == 0 || t->last_val_step == t->global_step) return 0;
+    const sd_train_opts *o = &t->o;
+    if (o->n_validation_prompts == 0 || t->last_val_step == t->global_step) return 0;
     t->last_val_step = t->global_step;
-    return sd_set_error("validation: TODO (waiting for txt2img)");
+    if (!t->model->has[SD_VAE] || !t->te || !t->model->tokenizer_dir)
+        return sd_set_error("validation: the model needs a VAE, a text encoder and a tokenizer to render images");
+    if (!t->vae) {
+        if (sd_vae_load(t->model, t->be, &t->vae)) return -1;
+        sd_model_release(t->model, SD_VAE);
+    }
+    if (!t->tok && sd_clip_tokenizer_load(t->model->tokenizer_dir, &t->tok)) return -1;
+    double t0 = sd_now();
+    sd_pipeline p = {t->be, t->unet, t->vae, t->te, t->tok, &t->sched_cfg};
+    char dir[64];
+    snprintf(dir, sizeof dir, "validation/step-%06lld", (long long)t->global_step);
+    char *vdir = sd_path_join(t->logdir, dir);
+    int rc = sd_mkdir_p(vdir);
+    if (o->use_ema) sd_unet_set_params(t->unet, t->ema);
+    for (int i = 0; !rc && i < o->n_validation_prompts; i++) {
+        sd_txt2img_opts to = {0};
+        to.prompt = o->validation_prompts[i];
+        to.steps = o->validation_inference_steps;
+        to.guidance_scale = 7.5f;
+        to.clip_skip = t->clip_skip;
+        to.seed = t->seed + (uint64_t)i;
+        sd_image img = {0};
+        rc = sd_txt2img(&p, &to, 1, &img, NULL);
+        if (!rc) {
+            char name[32], *path;
+            snprintf(name, sizeof name, "%02d.png", i);
+            path = sd_path_join(vdir, name);
+            sd_png_text txt[2] = {{"prompt", o->validation_prompts[i]}, {"software", "sdfit " SD_VERSION}};
+            rc = sd_png_write(path, &img, txt, 2, SD_PNG_FAST);
+            free(path);
+        }
+        if (!rc && t->tb) {
+            uint8_t *png = NULL;
+            size_t len = 0;
+            char tag[32];
+            snprintf(tag, sizeof tag, "validation/%d", i);
+            rc = sd_png_encode_memory(&img, NULL, 0, SD_PNG_FAST, &png, &len);
+            if (!rc) rc = sd_tb_image(t->tb, tag, t->global_step, png, len, img.h, img.w, img.c);
+            if (!rc) rc = sd_tb_text(t->tb, tag, t->global_step, o->validation_prompts[i]);
+            free(png);
+        }
+        sd_image_free(&img);
+    }
+    if (o->use_ema) sd_unet_set_params(t->unet, t->params);
+    sd_unet_release(t->unet);
+    if (rc) sd_error_prefix("validation at step %lld", (long long)t->global_step);
+    else if (!o->quiet)
+        sd_note("validation: %d image(s) at step %lld in %s (%.1f s)", o->n_validation_prompts,
+                (long long)t->global_step, vdir, sd_now() - t0);
+    free(vdir);
+    return rc;
 }
 
 static void progress_line(sd_trainer *t, sd_progress *p, const sd_train_step_info *in, int force) {

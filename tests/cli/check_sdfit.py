@@ -10,6 +10,7 @@
                              numpy draws; --nan M puts a NaN into noise[M, 0]
   tb LOGDIR TAG N            a TensorBoard event file under LOGDIR has >= N records
                              that name TAG (and valid record framing)
+  pixels A B                 two image files hold the same pixels
   jsonl FILE N               FILE has N lines of JSON objects with step 1..N (last
                              occurrence of a step wins) and prints the skipped steps
 """
@@ -80,6 +81,10 @@ def main():
                 off += 16 + ln
         print(n)
         return 0 if files and n >= want else 1
+    if cmd == "pixels":
+        from PIL import Image
+        a, b = (np.asarray(Image.open(x).convert("RGB")) for x in args[:2])
+        return 0 if a.shape == b.shape and (a == b).all() else 1
     if cmd == "jsonl":
         steps = {}
         for line in open(args[0]):

@@ -148,6 +148,16 @@ err=$("$SDFIT" "$TMP/lat" $M --train_batch_size 2 --seed 3 -j 1 --output_dir "$T
     --enable_xformers_memory_efficient_attention --dataloader_num_workers 4 --push_to_hub --center_crop --report_to wandb 2>&1) \
   && [ "$(echo "$err" | grep -c 'note: --')" -eq 6 ] && pass "not-applicable reference options: accepted with a note each" \
   || fail "not-applicable options" "$err"
+# validation images: every 2 steps (epochs off), EMA weights; the last one is what sdsample renders from the output
+err=$("$SDFIT" "$TMP/lat" $COMMON --output_dir "$TMP/val" --max_train_steps 4 --use_ema --learning_rate 1e-3 \
+    --validation_prompts "a red square" "two cats" --validation_steps 2 --validation_epochs 0 2>&1) || fail "validation run" "$err"
+n=$(ls "$TMP"/val/logs/validation/step-00000[24]/0[01].png 2>/dev/null | wc -l)
+[ "$n" -eq 4 ] && $CHECK tb "$TMP/val/logs" validation/1 2 >/dev/null && pass "validation: 2 prompts at steps 2 and 4 (PNGs + TensorBoard images)" \
+  || fail "validation images" "$n" "$(ls -R "$TMP/val/logs")"
+"$BIN/sdsample" --pretrained_model_name_or_path "$TMP/val" --prompt "a red square" --num_inference_steps 20 --seed 3 -o "$TMP/vs" -j 1 -q 2>/dev/null
+$CHECK pixels "$TMP/val/logs/validation/step-000004/00.png" "$TMP"/vs/*.png \
+  && pass "the step-4 validation image (EMA weights) == sdsample on the output dir" || fail "validation == sdsample"
+
 # the latent set as --train_data_dir, the summary line
 err=$("$SDFIT" --train_data_dir "$TMP/lat" $M --train_batch_size 4 --seed 1 -j 1 --output_dir "$TMP/s" --num_train_epochs 2 2>&1) \
   && echo "$err" | grep -q "sdfit: 4 steps (4 this run" && pass "--num_train_epochs 2 = 4 steps (7 samples, batch 4); summary" \
