@@ -140,6 +140,7 @@ struct sd_trainer {
     /* timing */
     double t0;
     int64_t start_step;
+    int64_t run_samples;         /* samples of this run (samples_seen includes the resumed run's) */
     double train_seconds;
 };
 
@@ -1010,6 +1011,7 @@ int sd_trainer_step(sd_trainer *t, sd_train_step_info *info) {
     in.epoch = t->epoch;
     in.seconds = sd_now() - t0;
     t->train_seconds += in.seconds;
+    t->run_samples += in.samples;
     if (info) *info = in;
     return 0;
 }
@@ -1250,7 +1252,7 @@ int sd_trainer_run(sd_trainer *t) {
                 "%s: %lld steps (%lld this run, %lld samples seen, epoch %lld) in %.1f s, %.3f s/step, %.2f img/s; "
                 "last train_loss %.4f; %lld skipped; %s written to %s\n",
                 sd_progname(), (long long)t->global_step, (long long)steps, (long long)t->samples_seen,
-                (long long)t->epoch, el, steps ? el / steps : 0.0, el > 0 ? (double)(t->samples_seen) / el : 0.0, last_loss,
+                (long long)t->epoch, el, steps ? el / steps : 0.0, el > 0 ? (double)t->run_samples / el : 0.0, last_loss,
                 (long long)t->skipped_steps, o->use_ema ? "pipeline (EMA weights)" : "pipeline", o->output_dir);
     }
     return 0;

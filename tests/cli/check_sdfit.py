@@ -10,6 +10,7 @@
                              numpy draws; --nan M puts a NaN into noise[M, 0]
   tb LOGDIR TAG N            a TensorBoard event file under LOGDIR has >= N records
                              that name TAG (and valid record framing)
+  field FILE STEP KEY        print KEY of STEP's line of a train_log.jsonl
   pixels A B                 two image files hold the same pixels
   jsonl FILE N               FILE has N lines of JSON objects with step 1..N (last
                              occurrence of a step wins) and prints the skipped steps
@@ -81,6 +82,14 @@ def main():
                 off += 16 + ln
         print(n)
         return 0 if files and n >= want else 1
+    if cmd == "field":
+        v = None
+        for line in open(args[0]):
+            j = json.loads(line)
+            if j["step"] == int(args[1]):
+                v = j[args[2]]
+        print(v)
+        return 0 if v is not None else 1
     if cmd == "pixels":
         from PIL import Image
         a, b = (np.asarray(Image.open(x).convert("RGB")) for x in args[:2])

@@ -158,6 +158,16 @@ n=$(ls "$TMP"/val/logs/validation/step-00000[24]/0[01].png 2>/dev/null | wc -l)
 $CHECK pixels "$TMP/val/logs/validation/step-000004/00.png" "$TMP"/vs/*.png \
   && pass "the step-4 validation image (EMA weights) == sdsample on the output dir" || fail "validation == sdsample"
 
+# --gradient_checkpointing: the same weights, bit for bit; --scale_lr: lr x GA x batch; latest with no checkpoint: a fresh start
+"$SDFIT" "$TMP/lat" $COMMON --output_dir "$TMP/gc" --max_train_steps 3 --gradient_checkpointing 2>/dev/null
+"$SDFIT" "$TMP/lat" $COMMON --output_dir "$TMP/gc0" --max_train_steps 3 2>/dev/null
+$CHECK same "$TMP/gc/unet/diffusion_pytorch_model.safetensors" "$TMP/gc0/unet/diffusion_pytorch_model.safetensors" \
+  && pass "--gradient_checkpointing: bit-identical weights" || fail "--gradient_checkpointing"
+err=$("$SDFIT" "$TMP/lat" $M --train_batch_size 2 --gradient_accumulation_steps 2 --scale_lr --lr_warmup_steps 0 --seed 3 -j 1 \
+    --output_dir "$TMP/sl" --max_train_steps 1 --resume_from_checkpoint latest 2>&1)
+[ "$($CHECK field "$TMP/sl/logs/train_log.jsonl" 1 lr)" = "0.0004" ] && echo "$err" | grep -q "does not exist; starting a new" \
+  && pass "--scale_lr (1e-4 x 2 x 2); --resume_from_checkpoint latest without checkpoints starts afresh" || fail "--scale_lr / latest" "$err"
+
 # the latent set as --train_data_dir, the summary line
 err=$("$SDFIT" --train_data_dir "$TMP/lat" $M --train_batch_size 4 --seed 1 -j 1 --output_dir "$TMP/s" --num_train_epochs 2 2>&1) \
   && echo "$err" | grep -q "sdfit: 4 steps (4 this run" && pass "--num_train_epochs 2 = 4 steps (7 samples, batch 4); summary" \
