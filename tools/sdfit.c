@@ -261,9 +261,9 @@ static void parse(int argc, char **argv, sd_train_opts *o, const char **device) 
         case O_REPORT:
             if (!strcmp(optarg, "tensorboard") || !strcmp(optarg, "all")) o->tensorboard = 1;
             else if (!strcmp(optarg, "none")) o->tensorboard = 0;
-            else if (!strcmp(optarg, "wandb") || !strcmp(optarg, "comet_ml"))
-                sd_note("--report_to %s: not available here; TensorBoard events and train_log.jsonl are written", optarg);
-            else sd_usage_error("--report_to: '%s' is not tensorboard, wandb, comet_ml, all or none", optarg);
+            else if (!strcmp(optarg, "wandb") || !strcmp(optarg, "comet_ml")) {
+                if (!o->quiet) sd_note("--report_to %s: not available here; TensorBoard events and train_log.jsonl are written", optarg);
+            } else sd_usage_error("--report_to: '%s' is not tensorboard, wandb, comet_ml, all or none", optarg);
             break;
         case O_TRACKER: o->tracker_project_name = optarg; break;
         case O_VEPOCHS: bad = sd_parse_i64(optarg, "validation_epochs", 0, INT64_C(1) << 40, &o->validation_epochs); break;
@@ -281,13 +281,15 @@ static void parse(int argc, char **argv, sd_train_opts *o, const char **device) 
         case O_MIXED:
             if (strcmp(optarg, "no") && strcmp(optarg, "fp16") && strcmp(optarg, "bf16"))
                 sd_usage_error("--mixed_precision: '%s' is not no, fp16 or bf16", optarg);
-            if (strcmp(optarg, "no")) sd_note("--mixed_precision %s: the CPU backend trains in fp32", optarg);
+            if (strcmp(optarg, "no") && !o->quiet) sd_note("--mixed_precision %s: the CPU backend trains in fp32", optarg);
             break;
         case O_DREAM: sd_usage_error("--dream_training is not implemented");
-        case O_DREAMP: sd_note("--dream_detail_preservation: only used with --dream_training"); break;
+        case O_DREAMP:
+            if (!o->quiet) sd_note("--dream_detail_preservation: only used with --dream_training");
+            break;
         case O_NOTE_ARG:
         case O_NOTE_FLAG:
-            sd_note("--%s: ignored (%s)", lo[idx].name, note_for(lo[idx].name));
+            if (!o->quiet) sd_note("--%s: ignored (%s)", lo[idx].name, note_for(lo[idx].name));
             break;
         case 'j': bad = sd_parse_int(optarg, "threads", 1, 1024, &o->threads); break;
         case 'q': o->quiet = 1; break;

@@ -647,7 +647,9 @@ int sd_trainer_create(const sd_train_opts *o, sd_trainer **out) {
     /* the data */
     if (sd_latent_set_open(o->data, &t->data)) goto fail;
     t->n = t->data.n;
-    t->cached_text = sd_json_bool(t->data.prov, "text_embeddings", 0);
+    /* cached text embeddings: the manifest says so; a set without one is probed (its first sample) */
+    t->cached_text = t->data.prov ? sd_json_bool(t->data.prov, "text_embeddings", 0)
+                                  : sd_tar_index_member(&t->data.idx, 0, SD_EXT_TEXT) != NULL;
     {
         sd_latent_sample s0;
         if (sd_latent_set_read(&t->data, 0, t->cached_text, &s0)) goto fail;
