@@ -121,6 +121,7 @@ struct sd_trainer {
     /* cursor and counters */
     int64_t epoch, batch, global_step, skipped_steps, samples_seen;
     double loss_acc;             /* train_loss of the current step */
+    int grads_zero;              /* the gradients are all zero (the fused AdamW pass zeroed them) */
     replay rp;
     int have_replay;
     /* per micro-batch buffers */
@@ -710,6 +711,7 @@ int sd_trainer_create(const sd_train_opts *o, sd_trainer **out) {
     }
     sd_model_release(t->model, SD_UNET); /* the mapped file pages would count in the resident set */
     sd_backend_zero(t->be, t->grads, sizeof(float) * t->N);
+    t->grads_zero = 1;
     t->m = malloc(sizeof(float) * t->N);
     t->v = malloc(sizeof(float) * t->N);
     if (!t->m || !t->v) { sd_set_error("out of memory for the optimizer state (%zu parameters)", t->N); goto fail; }
@@ -948,6 +950,7 @@ int sd_trainer_micro_step(sd_trainer *t, double *loss_out) {
         loss = sd_mse_loss_seeded(t->pred, t->target, nb, seed, t->dpred);
     }
     if (!is_cpu(t->be) && sd_backend_upload(t->be, t->d_dpred, t->dpred, sizeof(float) * nb)) return -1;
+    t->grads_zero = 0;
     if (sd_unet_backward(t->unet, t->st, t->d_dpred, t->grads, NULL)) return -1;
     t->batch++;
     t->samples_seen += B;
@@ -956,14 +959,17 @@ int sd_trainer_micro_step(sd_trainer *t, double *loss_out) {
     return B;
 }
 
-void sd_trainer_zero_grads(sd_trainer *t) { sd_backend_zero(t->be, t->grads, sizeof(float) * t->N); }
+void sd_trainer_zero_grads(sd_trainer *t) {
+    sd_backend_zero(t->be, t->grads, sizeof(float) * t->N);
+    t->grads_zero = 1;
+}
 
 int sd_trainer_step(sd_trainer *t, sd_train_step_info *info) {
     const sd_train_opts *o = &t->o;
     double t0 = sd_now();
     sd_train_step_info in = {0};
     if (t->batch >= t->bpe) { t->epoch++; t->batch = 0; }
-    sd_trainer_zero_grads(t);
+    if (!t->grads_zero) sd_trainer_zero_grads(t);
     t->loss_acc = 0;
     int bad_loss = 0;
     int64_t first_bad = -1;
@@ -986,10 +992,10 @@ int sd_trainer_step(sd_trainer *t, sd_train_step_info *info) {
     } while (t->batch % o->gradient_accumulation_steps != 0 && t->batch < t->bpe);
     in.loss = t->loss_acc;
 
-    /* clip_grad_norm_ over every UNet tensor (its total norm is also the NaN/Inf check of the gradients) */
-    float coef = 1;
-    float total = o->max_grad_norm > 0 ? sd_clip_grad_norm(t->grads, t->N, t->segs, t->nseg, o->max_grad_norm, &coef)
-                                       : sd_grad_total_norm(t->grads, t->N, t->segs, t->nseg);
+    /* clip_grad_norm_ over every UNet tensor (its total norm is also the NaN/Inf check of the gradients); the
+     * multiply by the clip coefficient, AdamW and zero_grad then run as one pass over memory */
+    float total = sd_grad_total_norm(t->grads, t->N, t->segs, t->nseg);
+    float coef = o->max_grad_norm > 0 ? sd_clip_coef(total, o->max_grad_norm) : 1.0f;
     in.grad_norm = total;
     in.lr = sd_lr_at(&t->lrs, t->global_step);
     if (!isfinite(total) || bad_loss) {
@@ -1003,9 +1009,11 @@ int sd_trainer_step(sd_trainer *t, sd_train_step_info *info) {
                     (long long)t->global_step + 1, what, isnan(val) ? "nan" : "inf", (long long)t->skipped_steps + 1);
         t->skipped_steps++;
         in.skipped = 1;
+        sd_trainer_zero_grads(t);
     } else {
-        sd_adamw_step(&t->opt, t->params, t->grads, in.lr);
+        sd_adamw_step_fused(&t->opt, t->params, t->grads, in.lr, coef, 1);
     }
+    t->grads_zero = 1;
     /* EMAModel.step runs after every synced step (also after a skipped update, as with diffusers' fp16 skips) */
     if (o->use_ema) sd_ema_step(&t->ema_state, t->ema, t->params, t->N);
     t->global_step++;

@@ -29,6 +29,7 @@
 #include "io/safetensors.h"
 #include "models/modeldir.h"
 #include "train/data.h"
+#include "train/optim.h"
 #include "train/trainer.h"
 #include "test.h"
 
@@ -360,6 +361,36 @@ TEST(default_init) {
     sd_unet_config_free(&uc);
 }
 
+/* The fused step (clip multiply + AdamW + zero_grad in one pass) is the
+ * three passes, bit for bit. */
+TEST(fused_adamw_step) {
+    const size_t n = 200003; /* parallel, odd tail */
+    float *p1 = malloc(n * 4), *p2 = malloc(n * 4), *g1 = malloc(n * 4), *g2 = malloc(n * 4);
+    float *m1 = malloc(n * 4), *v1 = malloc(n * 4), *m2 = malloc(n * 4), *v2 = malloc(n * 4);
+    sd_rng_normal_at(1, 1, 0, p1, n);
+    memcpy(p2, p1, n * 4);
+    sd_adamw_config c = sd_adamw_defaults();
+    c.weight_decay = 0.05;
+    sd_adamw a, b;
+    CHECK_OK(sd_adamw_init(&a, &c, n, m1, v1));
+    CHECK_OK(sd_adamw_init(&b, &c, n, m2, v2));
+    int same = 1;
+    for (int s = 0; s < 4; s++) {
+        sd_rng_normal_at(2, (uint64_t)s, 0, g1, n);
+        memcpy(g2, g1, n * 4);
+        float total = sd_grad_total_norm(g1, n, NULL, 0);
+        float coef = sd_clip_coef(total, 0.5 * total); /* clipping active */
+        float tot2 = sd_clip_grad_norm(g1, n, NULL, 0, 0.5 * total, NULL);
+        sd_adamw_step(&a, p1, g1, 1e-3 * (s + 1));
+        memset(g1, 0, n * 4);
+        sd_adamw_step_fused(&b, p2, g2, 1e-3 * (s + 1), coef, 1);
+        same &= tot2 == total && coef < 1 && !memcmp(p1, p2, n * 4) && !memcmp(m1, m2, n * 4) &&
+                !memcmp(v1, v2, n * 4) && !memcmp(g1, g2, n * 4);
+    }
+    CHECK(same && a.step == 4 && b.step == 4);
+    free(p1), free(p2), free(g1), free(g2), free(m1), free(v1), free(m2), free(v2);
+}
+
 /* The stream layout of formats/replay.md §1. */
 TEST(stream_layout) {
     CHECK(sd_train_stream(SD_DRAW_NOISE, 0, 0) == 0x0200000000000000ull);
@@ -410,6 +441,7 @@ int main(void) {
     RUN(trajectory_vpred_text_encoder_perturbation_linear);
     RUN(replay_order_is_the_philox_order);
     RUN(default_init);
+    RUN(fused_adamw_step);
     RUN(stream_layout);
     RUN(refusals);
     sd_rm_rf(tmp);
