@@ -1204,8 +1204,9 @@ static int run_validation(sd_trainer *t) {
 static void progress_line(sd_trainer *t, sd_progress *p, const sd_train_step_info *in, int force) {
     char extra[200];
     double ips = in->seconds > 0 ? in->samples / in->seconds : 0;
-    snprintf(extra, sizeof extra, "loss %.4f lr %.3g %.2f img/s", in->loss, in->lr, ips);
-    sd_progress_update(p, in->step, extra);
+    snprintf(extra, sizeof extra, "step %lld  loss %.4f  lr %.3g  %.2f img/s", (long long)in->step, in->loss, in->lr,
+             ips);
+    sd_progress_update(p, in->step - t->start_step, extra);
     if (p->enabled || t->o.quiet) return;
     int every = t->o.progress_every > 0 ? t->o.progress_every : (int)(t->max_steps / 20 > 0 ? t->max_steps / 20 : 1);
     if (!force && in->step % every) return;
@@ -1227,8 +1228,8 @@ int sd_trainer_run(sd_trainer *t) {
                 o->have_seed ? "" : ", random: pass --seed to repeat the run");
     }
     sd_progress prog;
-    sd_progress_begin(&prog, "sdfit", "step", t->max_steps);
-    prog.done = t->global_step;
+    /* the bar counts this run's steps (a resumed run starts at its checkpoint), so rate and ETA are right */
+    sd_progress_begin(&prog, "sdfit", "step", t->max_steps - t->global_step);
     sd_train_step_info in = {0};
     double last_loss = NAN;
     int rc = 0;
@@ -1244,11 +1245,15 @@ int sd_trainer_run(sd_trainer *t) {
             sd_progress_end(&prog);
             rc = sd_trainer_save_checkpoint(t);
         }
-        if (!rc && o->validation_steps > 0 && t->global_step % o->validation_steps == 0) rc = run_validation(t);
-        /* end of the epoch (or of training inside it): the reference validates when epoch % validation_epochs == 0 */
+        /* every validation_steps steps, and at the end of the epoch (or of training inside it) when
+         * epoch % validation_epochs == 0, as the reference does */
         int end_epoch = t->batch >= t->bpe, done = t->global_step >= t->max_steps;
-        if (!rc && (end_epoch || done) && o->validation_epochs > 0 && t->epoch % o->validation_epochs == 0)
+        int val = (o->validation_steps > 0 && t->global_step % o->validation_steps == 0) ||
+                  ((end_epoch || done) && o->validation_epochs > 0 && t->epoch % o->validation_epochs == 0);
+        if (!rc && val && o->n_validation_prompts > 0) {
+            sd_progress_end(&prog);
             rc = run_validation(t);
+        }
     }
     sd_progress_end(&prog);
     if (rc) return -1;
