@@ -17,7 +17,7 @@ SAN      ?=
 PREFIX   ?= /usr/local
 VERSION  := 0.1.0
 
-PKGS     := libarchive libpng libzstd libwebp libcjson libutf8proc zlib
+PKGS     := libarchive libpng libzstd libwebp libcjson libutf8proc zlib libdeflate
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp

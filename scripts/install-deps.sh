@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential pkg-config python3 python3-venv
-      libarchive-dev libzstd-dev libpng-dev libjpeg62-turbo-dev libwebp-dev zlib1g-dev
+      libarchive-dev libzstd-dev libpng-dev libjpeg62-turbo-dev libwebp-dev zlib1g-dev libdeflate-dev
       libcjson-dev libutf8proc-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin
       clang libclang-rt-14-dev)
 

@@ -17,6 +17,10 @@ void sd_sha256_update(sd_sha256 *s, const void *data, size_t n);
 void sd_sha256_final(sd_sha256 *s, unsigned char out[32]);
 /* Lower-case hex of the digest into hex[65]. */
 void sd_sha256_hex(const unsigned char digest[32], char hex[65]);
+/* Use (0) or bypass (1) the CPU's SHA extensions when present; returns 1 if
+ * the accelerated path is now in use. For tests and benchmarks; the
+ * environment variable SD_SHA256_SCALAR=1 also bypasses it. */
+int sd_sha256_set_scalar(int scalar);
 /* Digest of a whole file (streamed); -1 with an error if unreadable. */
 int sd_sha256_file(const char *path, char hex[65]);
 

@@ -179,7 +179,7 @@ ATTN_CASES = [
     ("attn_self", 2, 3, 70, 70, 8, 0),       # N not a multiple of the 64-row query block
     ("attn_causal", 2, 2, 77, 77, 4, 1),     # CLIP
     ("attn_cross", 1, 2, 130, 9, 5, 0),      # cross-attention: few keys, 3 query blocks
-    ("attn_onehead", 1, 1, 150, 150, 6, 0),  # VAE mid-block shape: one head, blocks split across threads
+    ("attn_onehead", 1, 1, 150, 150, 6, 0),  # VAE mid-block shape: one head (blocks split across threads)
 ]
 
 

@@ -1,10 +1,20 @@
 /* cpu.h — internals of the CPU backend (not a public header).
  *
  * Threading: every op runs its own OpenMP parallel regions with ctx->nthreads
- * threads. OpenBLAS (the OpenMP build) is used single-threaded: sgemm calls
- * happen inside our parallel regions on disjoint pieces of work, which is
- * both faster than OpenBLAS's own threading for the mid-sized GEMMs of SD and
- * keeps one thread pool (libgomp) for everything.
+ * threads. OpenBLAS (the OpenMP build) is used single-threaded
+ * (openblas_set_num_threads(1) at creation): sgemm calls happen inside our
+ * parallel regions on disjoint pieces of work, which is faster than
+ * OpenBLAS's own threading for the mid-sized GEMMs of SD and keeps one thread
+ * pool (libgomp) for everything.
+ *
+ * GEMMs: OpenBLAS for plain matrix products (Linear, 1x1 and im2col convs,
+ * the Winograd filter gradient); our register-blocked 8x32 kernel
+ * (cpu_kernel.c) where operands can be packed once and reused (Winograd,
+ * attention), which removes OpenBLAS's per-call packing.
+ *
+ * Test knobs, read once at creation (environment): SD_CONV_ALGO, SD_WINO_BLAS,
+ * SD_WINO_TC, SD_ATTN_QB (see cpu_backend.c); they change the algorithm or
+ * blocking, never the result beyond rounding.
  *
  * Scratch: one grow-only workspace per backend (64-byte aligned). An op asks
  * for all it needs once, at its start, and carves it up; contents are
@@ -22,6 +32,9 @@
 typedef struct {
     int nthreads;
     int conv_algo; /* SD_CONV_* */
+    int wino_blas; /* Winograd GEMMs through OpenBLAS instead of our kernel (SD_WINO_BLAS=1; for tests) */
+    int attn_qb;   /* attention query block override (SD_ATTN_QB; 0 = automatic; for tests) */
+    int wino_tc;   /* Winograd tiles per chunk override (SD_WINO_TC; 0 = automatic; for tests) */
     float *ws;
     size_t ws_floats;
 } sd_cpu_ctx;
@@ -42,6 +55,17 @@ void sd_cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, cons
  * whichever is larger). Must be called outside a parallel region. */
 void sd_cpu_sgemm_par(sd_backend *be, int transA, int transB, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The register-blocked micro-kernel (cpu_kernel.c):
+ *   c[i][0..31] (+)= sum_k a[k][i] b[k][0..31] for i < rows (<= 8)
+ * a: packed panel [K][8]; b: K rows of 32 floats, row stride ldb; c: row stride ldc. */
+#define SD_KMR 8
+#define SD_KNR 32
+void sd_cpu_gemm_8x32(int K, const float *restrict a, const float *restrict b, size_t ldb, float *restrict c,
+                      size_t ldc, int rows, int accumulate);
+/* The same with a row-major A: a[i * lda + k]. */
+void sd_cpu_gemm_8x32_ar(int K, const float *restrict a, size_t lda, const float *restrict b, size_t ldb,
+                         float *restrict c, size_t ldc, int rows, int accumulate);
 
 /* db[cols] += column sums of x[rows, cols] (may use the workspace). */
 void sd_cpu_colsum_acc(sd_backend *be, float *db, const float *x, int rows, int cols);

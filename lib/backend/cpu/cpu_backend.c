@@ -44,6 +44,7 @@ static int cpu_download(sd_backend *be, void *dst, const void *src, size_t bytes
 /* Large fills and copies are memory-bound; two threads get more bandwidth. */
 static void cpu_zero(sd_backend *be, void *p, size_t bytes) {
     int nt = sd_cpu_nt(be);
+    if (bytes == 0) return; /* p may be NULL for an empty buffer */
     if (bytes < (1u << 20) || nt == 1) {
         memset(p, 0, bytes);
         return;
@@ -217,9 +218,21 @@ sd_backend *sd_backend_cpu_create(int nthreads) {
     sd_cpu_ctx *c = sd_xcalloc(1, sizeof *c);
     c->nthreads = nthreads;
     c->conv_algo = SD_CONV_AUTO;
+    /* Knobs for tests and benchmarks (results agree to rounding either way):
+     *   SD_CONV_ALGO=auto|im2col|winograd  3x3 stride-1 conv algorithm
+     *   SD_WINO_BLAS=1                     Winograd GEMMs on OpenBLAS, not our kernel
+     *   SD_WINO_TC=N                       Winograd tiles per chunk (rounded up to 32)
+     *   SD_ATTN_QB=N                       attention queries per block (32..256) */
     const char *e = getenv("SD_CONV_ALGO");
     if (e && !strcasecmp(e, "im2col")) c->conv_algo = SD_CONV_IM2COL;
     else if (e && !strcasecmp(e, "winograd")) c->conv_algo = SD_CONV_WINOGRAD;
+    e = getenv("SD_WINO_BLAS");
+    c->wino_blas = e && *e && strcmp(e, "0") != 0;
+    e = getenv("SD_ATTN_QB");
+    c->attn_qb = e ? atoi(e) : 0;
+    e = getenv("SD_WINO_TC");
+    c->wino_tc = e ? atoi(e) : 0;
+    if (c->wino_tc < 0 || c->wino_tc > 4096) c->wino_tc = 0;
     be->ops = &cpu_ops;
     be->name = "cpu";
     be->ctx = c;
