@@ -10,8 +10,11 @@
 # train:   one training step (forward + MSE + backward, no optimizer) of SD1.5
 #          shapes at 32x32, batch 1, without and with gradient checkpointing;
 # tiny:    the same training step for the sd1-tiny model (32x32, batch 1).
-# Env: THREADS (default 2), ITERS (timed iterations, default 1; tiny: 10),
-#      WARMUP (default 1), MODEL (default .cache/sd15-shapes, generated if absent).
+# Env: THREADS (default 2), ITERS (timed iterations at 32x32, default 2),
+#      ITERS64 (at 64x64, default 1), ITERS_TINY (default 10), WARMUP (default 1),
+#      MODEL (default .cache/sd15-shapes, generated if absent), REPEAT (default 1:
+#      rounds over all cases, sdtools and torch alternating; the table takes the
+#      best round of each and shows the spread max/min across rounds).
 # Results: one JSON line per run in bench/out/unet-DATE.jsonl and a table:
 # seconds (min over the timed iterations), ratio torch/sdtools, GFLOP/s with
 # the FLOP counts of shared/reference/perf.md (180 GFLOP per 32x32 eval, 803
@@ -23,7 +26,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
 THREADS=${THREADS:-2}
-ITERS=${ITERS:-1}
+ITERS=${ITERS:-2}
+ITERS64=${ITERS64:-1}
 WARMUP=${WARMUP:-1}
 MODEL=${MODEL:-.cache/sd15-shapes}
 BUILD=${BUILD:-build}
@@ -60,10 +64,13 @@ pair() { # label mode model args...: sdtools then torch
     one "$1" torch "${@:2}"
 }
 
+REPEAT=${REPEAT:-1}
+for round in $(seq 1 "$REPEAT"); do
 if [[ $WHAT == all || $WHAT == forward ]]; then
     for s in 32 64; do
         for b in 1 2; do
-            pair "fwd ${s}x${s} B=$b" forward "$MODEL" --size $s $s --batch $b --iters "$ITERS" --warmup "$WARMUP"
+            it=$ITERS; [ $s = 64 ] && it=$ITERS64
+            pair "fwd ${s}x${s} B=$b" forward "$MODEL" --size $s $s --batch $b --iters "$it" --warmup "$WARMUP"
         done
     done
 fi
@@ -74,6 +81,7 @@ fi
 if [[ $WHAT == all || $WHAT == tiny ]]; then
     pair "tiny train 32x32 B=1" train "$TINY" --size 32 32 --batch 1 --iters "${ITERS_TINY:-10}" --warmup 2
 fi
+done
 
 python3 - "$OUT" "$THREADS" <<'EOF'
 import json, sys
@@ -88,14 +96,20 @@ def gflop(r):
     return per * r["batch"] * (3 if r["mode"] == "train" else 1)
 print(f"\nUNet on {thr} threads; nominal fp32 peak {peak:.0f} GFLOP/s ({mhz:.0f} MHz x 32 FLOP/cycle x {thr})")
 print(f"{'case':24} {'sdtools s':>9} {'torch s':>9} {'ratio':>6} {'sd GF/s':>8} {'%peak':>6} {'torch GF/s':>10} "
-      f"{'sd RSS MB':>10} {'torch RSS':>10} {'sd run RSS':>10} {'torch run':>10} {'load':>9}")
+      f"{'sd RSS MB':>10} {'torch RSS':>10} {'sd run RSS':>10} {'torch run':>10} {'load':>9}  spread sd/torch")
 labels = []
 for r in rows:
     if r["label"] not in labels:
         labels.append(r["label"])
+def best(lab, impl):
+    rs = [r for r in rows if r["label"] == lab and r["impl"] == impl]
+    if not rs:
+        return None, 0
+    b = min(rs, key=lambda r: r["sec_min"])
+    return b, max(r["sec_min"] for r in rs) / b["sec_min"]
 for lab in labels:
-    s = next((r for r in rows if r["label"] == lab and r["impl"] == "sdtools"), None)
-    t = next((r for r in rows if r["label"] == lab and r["impl"] == "torch"), None)
+    s, ss = best(lab, "sdtools")
+    t, ts = best(lab, "torch")
     if not s or not t:
         continue
     g = gflop(s)
@@ -104,6 +118,7 @@ for lab in labels:
           f"{fmt(g / s['sec_min'] if g else None)} {fmt(100 * g / s['sec_min'] / peak if g else None)[2:]:>6} "
           f"{fmt(g / t['sec_min'] if g else None):>10} {s['peak_rss_mb']:10.0f} {t['peak_rss_mb']:10.0f} "
           f"{s['peak_rss_run_mb']:10.0f} {t['peak_rss_run_mb']:10.0f} "
-          f"{max(s['load_before'], t['load_before'], s['load_after'], t['load_after']):9.2f}")
+          f"{max(s['load_before'], t['load_before'], s['load_after'], t['load_after']):9.2f}"
+          f"  spread {ss:.2f}/{ts:.2f}")
 print(f"(raw results: {sys.argv[1]})")
 EOF
