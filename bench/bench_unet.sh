@@ -3,8 +3,10 @@
 # 0.39, .venv-ref), same thread count, same run, one process per measurement
 # (so each peak RSS is its own).
 #
-#   bench/bench_unet.sh [forward|train|tiny|all]     (default all)
+#   bench/bench_unet.sh [quick|forward|train|tiny|all]     (default quick)
 #
+# quick:   what `make bench` runs (a few minutes): forward at 32x32 (batch 1,
+#          2), the SD1.5 training step and the tiny training step;
 # forward: SD1.5 shapes (random fp16 weights, run in fp32), latents 32x32 and
 #          64x64, batch 1 and 2;
 # train:   one training step (forward + MSE + backward, no optimizer) of SD1.5
@@ -19,12 +21,14 @@
 # seconds (min over the timed iterations), ratio torch/sdtools, GFLOP/s with
 # the FLOP counts of shared/reference/perf.md (180 GFLOP per 32x32 eval, 803
 # per 64x64, a training step = 3 evals), % of the nominal fp32 peak (threads x
-# 32 FLOP/cycle x the clock /proc/cpuinfo reports), peak RSS overall and
+# 32 FLOP/cycle x the clock /proc/cpuinfo reports; above 100% is possible:
+# Winograd 3x3 convolutions do 2.25x fewer multiplies than the direct count,
+# and the reported clock is the base clock), peak RSS overall and
 # during the timed iterations. The machine may be shared: the table prints
 # the load average before and after each run; rerun when it is high.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:-all}
+WHAT=${1:-quick}
 THREADS=${THREADS:-2}
 ITERS=${ITERS:-2}
 ITERS64=${ITERS64:-1}
@@ -38,12 +42,12 @@ OUT=bench/out/unet-$(date +%Y%m%d-%H%M%S).jsonl
 export OMP_NUM_THREADS=$THREADS
 
 [ -x "$TOOL" ] || make -s "$TOOL"
-if [ ! -d "$MODEL/unet" ] && [[ $WHAT == all || $WHAT == forward || $WHAT == train ]]; then
+if [ ! -d "$MODEL/unet" ] && [[ $WHAT != tiny ]]; then
     echo "bench_unet: generating $MODEL (SD1.5 shapes, random fp16 weights, ~2 GB)" >&2
     .venv-test/bin/python tests/fixtures/make_tiny_model.py --config sd15-shapes "$MODEL" --dtype fp16 --force
 fi
 TINY=.cache/sd1-tiny
-if [ ! -d "$TINY/unet" ] && [[ $WHAT == all || $WHAT == tiny ]]; then
+if [ ! -d "$TINY/unet" ] && [[ $WHAT == all || $WHAT == tiny || $WHAT == quick ]]; then
     .venv-test/bin/python tests/fixtures/make_tiny_model.py --config sd1-tiny "$TINY" --force
 fi
 
@@ -55,7 +59,7 @@ one() { # label impl mode model args...
     if [ "$impl" = sdtools ]; then
         line=$("$TOOL" "$mode" "$model" --threads "$THREADS" "$@" 2>/dev/null | tail -1)
     else
-        line=$("$PY" bench/bench_unet.py "$mode" "$model" --threads "$THREADS" "$@" 2>/dev/null | tail -1)
+        line=$("$PY" bench/unet_torch.py "$mode" "$model" --threads "$THREADS" "$@" 2>/dev/null | tail -1)
     fi
     echo "${line%\}}, \"label\": \"$label\", \"load_before\": $l0, \"load_after\": $(load)}" | tee -a "$OUT" >&2
 }
@@ -66,19 +70,20 @@ pair() { # label mode model args...: sdtools then torch
 
 REPEAT=${REPEAT:-1}
 for round in $(seq 1 "$REPEAT"); do
-if [[ $WHAT == all || $WHAT == forward ]]; then
-    for s in 32 64; do
+if [[ $WHAT == all || $WHAT == forward || $WHAT == quick ]]; then
+    sizes="32 64"; [ "$WHAT" = quick ] && sizes=32
+    for s in $sizes; do
         for b in 1 2; do
             it=$ITERS; [ $s = 64 ] && it=$ITERS64
             pair "fwd ${s}x${s} B=$b" forward "$MODEL" --size $s $s --batch $b --iters "$it" --warmup "$WARMUP"
         done
     done
 fi
-if [[ $WHAT == all || $WHAT == train ]]; then
+if [[ $WHAT == all || $WHAT == train || $WHAT == quick ]]; then
     pair "train 32x32 B=1" train "$MODEL" --size 32 32 --batch 1 --iters "$ITERS" --warmup "$WARMUP"
-    pair "train 32x32 B=1 ckpt" train "$MODEL" --size 32 32 --batch 1 --iters "$ITERS" --warmup "$WARMUP" --checkpointing
+    [ "$WHAT" = quick ] || pair "train 32x32 B=1 ckpt" train "$MODEL" --size 32 32 --batch 1 --iters "$ITERS" --warmup "$WARMUP" --checkpointing
 fi
-if [[ $WHAT == all || $WHAT == tiny ]]; then
+if [[ $WHAT == all || $WHAT == tiny || $WHAT == quick ]]; then
     pair "tiny train 32x32 B=1" train "$TINY" --size 32 32 --batch 1 --iters "${ITERS_TINY:-10}" --warmup 2
 fi
 done
