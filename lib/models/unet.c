@@ -282,9 +282,16 @@ static int build_units(sd_unet *u) {
     char b[64];
     for (int i = 0; i < n; i++) {
         const sd_unet_block *blk = &c->down[i];
+        /* output_scale_factor 1: diffusers 0.39 passes the config's
+         * resnet_out_scale_factor only to block types we do not build
+         * (ResnetDownsampleBlock2D, SimpleCrossAttn*, ...), never to
+         * (CrossAttn)DownBlock2D / (CrossAttn)UpBlock2D; only the mid block
+         * resnets are scaled (mid_block_scale_factor). Checked by the
+         * sd1-micro-scaled golden. */
+        const double osf = 1.0;
         for (int j = 0; j < blk->num_resnets; j++) {
             snprintf(b, sizeof b, "down_blocks.%d.resnets.%d", i, j);
-            if (init_resnet(u, &u->units[nu], b, blk->resnet_in[j], 0, blk->out_channels, c->resnet_out_scale_factor))
+            if (init_resnet(u, &u->units[nu], b, blk->resnet_in[j], 0, blk->out_channels, osf))
                 return -1;
             nu++;
             if (blk->cross_attn) {
@@ -315,8 +322,7 @@ static int build_units(sd_unet *u) {
         const sd_unet_block *blk = &c->up[i];
         for (int j = 0; j < blk->num_resnets; j++) {
             snprintf(b, sizeof b, "up_blocks.%d.resnets.%d", i, j);
-            if (init_resnet(u, &u->units[nu++], b, blk->resnet_in[j], blk->resnet_skip[j], blk->out_channels,
-                            c->resnet_out_scale_factor))
+            if (init_resnet(u, &u->units[nu++], b, blk->resnet_in[j], blk->resnet_skip[j], blk->out_channels, 1.0))
                 return -1;
             if (blk->cross_attn) {
                 snprintf(b, sizeof b, "up_blocks.%d.attentions.%d", i, j);

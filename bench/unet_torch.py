@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""bench_unet.py — the PyTorch side of bench/bench_unet.sh (run in .venv-ref).
+"""unet_torch.py — the PyTorch side of bench/bench_unet.sh (run in .venv-ref).
 
-    bench_unet.py forward|train MODEL_DIR [--batch B] [--size H W] [--ctx-len L]
+    unet_torch.py forward|train MODEL_DIR [--batch B] [--size H W] [--ctx-len L]
                   [--iters N] [--warmup N] [--threads T] [--checkpointing]
 
 Loads MODEL_DIR/unet with diffusers in float32 and times what
@@ -88,7 +88,7 @@ def main():
             with torch.no_grad():
                 out = unet(x, t, ctx).sample
         e = time.time() - s
-        print(f"bench_unet.py: {a.mode} iteration {it}: {e:.3f} s", file=sys.stderr)
+        print(f"unet_torch.py: {a.mode} iteration {it}: {e:.3f} s", file=sys.stderr)
         if it >= a.warmup:
             times.append(e)
     hwm = vm_kb("VmHWM")
