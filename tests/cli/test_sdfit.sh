@@ -86,6 +86,13 @@ err=$(trap '' XFSZ; ulimit -f 2500; "$SDFIT" $R --output_dir "$TMP/full2" --resu
 "$SDFIT" $R --output_dir "$TMP/full2" --resume_from_checkpoint latest 2>/dev/null
 $CHECK same "$TMP/full/unet/diffusion_pytorch_model.safetensors" "$TMP/full2/unet/diffusion_pytorch_model.safetensors" \
   && pass "resume after the failed save == uninterrupted" || fail "resume after disk full"
+# the same with 2 threads (the CPU backend's reductions are split statically: run-to-run deterministic)
+R2=$(echo "$R" | sed 's/-j 1/-j 2/')
+"$SDFIT" $R2 --output_dir "$TMP/full_j2" 2>/dev/null
+mkdir -p "$TMP/part_j2"; cp -r "$TMP/full_j2/checkpoint-6" "$TMP/part_j2/"
+"$SDFIT" $R2 --output_dir "$TMP/part_j2" --resume_from_checkpoint latest 2>/dev/null
+$CHECK same "$TMP/full_j2/unet/diffusion_pytorch_model.safetensors" "$TMP/part_j2/unet/diffusion_pytorch_model.safetensors" \
+  && pass "2 threads: resumed from checkpoint-6 == uninterrupted (bit-identical)" || fail "exact resume with 2 threads"
 expect_error "resume with another batch size" "train_batch_size" "$SDFIT" $R --output_dir "$TMP/part" --train_batch_size 3 \
     --resume_from_checkpoint checkpoint-3
 expect_error "resume a missing checkpoint" "checkpoint-77" "$SDFIT" $R --output_dir "$TMP/part" --resume_from_checkpoint checkpoint-77
