@@ -179,4 +179,10 @@ err=$("$SDFIT" "$TMP/lat" $M --train_batch_size 2 --gradient_accumulation_steps 
 err=$("$SDFIT" --train_data_dir "$TMP/lat" $M --train_batch_size 4 --seed 1 -j 1 --output_dir "$TMP/s" --num_train_epochs 2 2>&1) \
   && echo "$err" | grep -q "sdfit: 4 steps (4 this run" && pass "--num_train_epochs 2 = 4 steps (7 samples, batch 4); summary" \
   || fail "epochs / summary" "$err"
+# shards named by a brace list and by a glob (the manifest beside them is used)
+"$SDFIT" "$TMP/lat/latent-{000000..000001}.tar" $COMMON --output_dir "$TMP/br" --max_train_steps 2 2>/dev/null
+"$SDFIT" --latents "$TMP/lat/latent-*.tar" $COMMON --output_dir "$TMP/gl" --max_train_steps 2 2>/dev/null
+$CHECK same "$TMP/br/unet/diffusion_pytorch_model.safetensors" "$TMP/gl/unet/diffusion_pytorch_model.safetensors" \
+  && $CHECK same "$TMP/br/unet/diffusion_pytorch_model.safetensors" "$TMP/o1/checkpoint-2/unet/diffusion_pytorch_model.safetensors" \
+  && pass "latent shards as {000000..000001} and as a glob == the directory" || fail "brace / glob shard specs"
 finish
