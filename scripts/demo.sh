@@ -30,9 +30,10 @@ if [ -x "$BIN/sdfit" ]; then
     step "sdfit: fine-tune the UNet on the latents"
     $BIN/sdfit "$OUT/latents" --pretrained_model_name_or_path "$OUT/model" --output_dir "$OUT/finetuned" \
         --resolution 64 --train_batch_size 8 --max_train_steps 60 --learning_rate 1e-3 --lr_warmup_steps 0 \
-        --checkpointing_steps 30 --seed 0
-    [ -f scripts/plot_loss.py ] && $PY scripts/plot_loss.py "$OUT/finetuned/train_log.jsonl" "$OUT/loss.png" \
-        && echo "loss curve: $OUT/loss.png"
+        --checkpointing_steps 30 --seed 0 --use_ema \
+        --validation_prompts "a red circle on a blue background" --validation_epochs 4
+    $PY scripts/plot_loss.py "$OUT/finetuned" "$OUT/loss.png" && echo "loss curve: $OUT/loss.png"
+    $BIN/sdinfo "$OUT/finetuned" | head -3
 fi
 if [ -x "$BIN/sdsample" ]; then
     step "sdsample: render prompts with the (fine-tuned) model"
