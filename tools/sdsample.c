@@ -48,7 +48,7 @@ typedef struct {
     int steps, images_per_prompt, height, width, clip_skip, batch_size, threads;
     double guidance_scale, guidance_rescale, eta;
     uint64_t seed;
-    int have_seed, force, save_latents, quiet, no_model_hash;
+    int have_seed, force, save_latents, quiet, verbose, no_model_hash;
 } opts;
 
 static void usage(void) {
@@ -88,6 +88,7 @@ static void usage(void) {
            "      --device cpu            compute device (cpu)\n"
            "  -j, --threads N             threads (default: all cores)\n"
            "  -q, --quiet                 no progress line, no summary\n"
+           "  -v, --verbose               one line per UNet step with its time\n"
            "  -h, --help, -V, --version\n"
            "Options may be written with underscores or hyphens. Exit status: 0 ok, 1 error, 2 usage.\n");
 }
@@ -127,6 +128,7 @@ static void parse(int argc, char **argv, opts *o) {
         {"device", required_argument, NULL, O_DEVICE},
         {"threads", required_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -139,7 +141,7 @@ static void parse(int argc, char **argv, opts *o) {
     o->device = "cpu";
     o->prompts = sd_xcalloc((size_t)argc + 1, sizeof(char *));
     int c;
-    while ((c = getopt_long(argc, argv, "o:j:qhV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:j:qvhV", lo, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case O_MODEL: o->model = optarg; break;
@@ -169,6 +171,7 @@ static void parse(int argc, char **argv, opts *o) {
         case O_DEVICE: o->device = optarg; break;
         case 'j': bad = sd_parse_int(optarg, "threads", 1, 1024, &o->threads); break;
         case 'q': o->quiet = 1; break;
+        case 'v': o->verbose = 1; break;
         case 'h': usage(); exit(0);
         case 'V': sd_print_version();
         default: sd_usage_error("invalid option");
@@ -453,8 +456,8 @@ static const char *sched_short(const sd_sched *s) {
 typedef struct {
     sd_progress prog;
     int64_t base;        /* steps done by earlier batches */
-    int images_done, images_total;
-    double t_last_step;  /* time of the last model call */
+    int images_done, images_total, batch_n, verbose;
+    double t_last_step;  /* time of the last model call (or the batch start) */
 } run_state;
 
 static int on_step(void *user, int step, int nsteps) {
@@ -462,8 +465,11 @@ static int on_step(void *user, int step, int nsteps) {
     char extra[64];
     snprintf(extra, sizeof extra, "img %d/%d", r->images_done, r->images_total);
     sd_progress_update(&r->prog, r->base + step, extra);
-    r->t_last_step = sd_now();
-    (void)nsteps;
+    double now = sd_now();
+    if (r->verbose) /* the first step's time includes the text encoder */
+        fprintf(stderr, "sdsample: images %d-%d step %d/%d %.3f s\n", r->images_done, r->images_done + r->batch_n - 1,
+                step, nsteps, now - r->t_last_step);
+    r->t_last_step = now;
     return 0;
 }
 
@@ -722,6 +728,7 @@ int main(int argc, char **argv) {
     to.clip_skip = o.clip_skip;
     run_state rs = {0};
     rs.images_total = total;
+    rs.verbose = o.verbose && !o.quiet;
     to.on_step = on_step;
     to.user = &rs;
     const int nb = (total + o.batch_size - 1) / o.batch_size;
@@ -747,6 +754,7 @@ int main(int argc, char **argv) {
         to.init_latents = binit;
         double tb = sd_now();
         rs.t_last_step = tb;
+        rs.batch_n = n;
         if (sd_txt2img_batch(&p, &to, n, bprompts, NULL, bseeds, imgs, lat)) {
             sd_progress_end(&rs.prog);
             sd_die_last();
