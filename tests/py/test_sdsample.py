@@ -398,6 +398,11 @@ def t_bad_inputs():
     open(f, "wb").write(b"garbage")
     expect_error("il-bad.safetensors", *base, "--prompt", "x", "--init_latents", f)
     assert not os.path.exists(o) or not os.listdir(o), "a refused run wrote files"
+    # a write that fails (--force over a directory in the way): one line, no partial file
+    wd = os.path.join(tmp, "write-fail")
+    os.makedirs(os.path.join(wd, "00000-1.png"))
+    expect_error("00000-1.png", *base, "--prompt", "x", "--height", 16, "--width", 16, "--seed", 1, "-o", wd, "--force")
+    assert os.listdir(wd) == ["00000-1.png"], os.listdir(wd)
 
 
 check("bad input: one-line errors (model parts, UNet mismatch, prompts, sizes, patterns, init latents)", t_bad_inputs)
