@@ -48,7 +48,7 @@ typedef struct {
     int steps, images_per_prompt, height, width, clip_skip, batch_size, threads;
     double guidance_scale, guidance_rescale, eta;
     uint64_t seed;
-    int have_seed, force, save_latents, quiet, no_model_hash;
+    int have_seed, force, save_latents, quiet, verbose, no_model_hash;
 } opts;
 
 static void usage(void) {
@@ -88,6 +88,7 @@ static void usage(void) {
            "      --device cpu            compute device (cpu)\n"
            "  -j, --threads N             threads (default: all cores)\n"
            "  -q, --quiet                 no progress line, no summary\n"
+           "  -v, --verbose               one line per UNet step with its time\n"
            "  -h, --help, -V, --version\n"
            "Options may be written with underscores or hyphens. Exit status: 0 ok, 1 error, 2 usage.\n");
 }
@@ -127,6 +128,7 @@ static void parse(int argc, char **argv, opts *o) {
         {"device", required_argument, NULL, O_DEVICE},
         {"threads", required_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -139,7 +141,7 @@ static void parse(int argc, char **argv, opts *o) {
     o->device = "cpu";
     o->prompts = sd_xcalloc((size_t)argc + 1, sizeof(char *));
     int c;
-    while ((c = getopt_long(argc, argv, "o:j:qhV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:j:qvhV", lo, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case O_MODEL: o->model = optarg; break;
@@ -169,6 +171,7 @@ static void parse(int argc, char **argv, opts *o) {
         case O_DEVICE: o->device = optarg; break;
         case 'j': bad = sd_parse_int(optarg, "threads", 1, 1024, &o->threads); break;
         case 'q': o->quiet = 1; break;
+        case 'v': o->verbose = 1; break;
         case 'h': usage(); exit(0);
         case 'V': sd_print_version();
         default: sd_usage_error("invalid option");
@@ -453,8 +456,8 @@ static const char *sched_short(const sd_sched *s) {
 typedef struct {
     sd_progress prog;
     int64_t base;        /* steps done by earlier batches */
-    int images_done, images_total;
-    double t_last_step;  /* time of the last model call */
+    int images_done, images_total, batch_n, verbose;
+    double t_last_step;  /* time of the last model call (or the batch start) */
 } run_state;
 
 static int on_step(void *user, int step, int nsteps) {
@@ -462,9 +465,93 @@ static int on_step(void *user, int step, int nsteps) {
     char extra[64];
     snprintf(extra, sizeof extra, "img %d/%d", r->images_done, r->images_total);
     sd_progress_update(&r->prog, r->base + step, extra);
-    r->t_last_step = sd_now();
-    (void)nsteps;
+    double now = sd_now();
+    if (r->verbose) /* the first step's time includes the text encoder */
+        fprintf(stderr, "sdsample: images %d-%d step %d/%d %.3f s\n", r->images_done, r->images_done + r->batch_n - 1,
+                step, nsteps, now - r->t_last_step);
+    r->t_last_step = now;
     return 0;
+}
+
+/* Write one image (and with latents, NAME.safetensors next to it). */
+static int write_outputs(const char *png, const sd_image *img, const char *par, const char *jstr, uint64_t seed,
+                         const float *lat, const float *start, const int64_t shape[4]) {
+    sd_png_text texts[2] = {{"parameters", par}, {"sdtools", jstr}};
+    char *dir = sd_path_dirname(png);
+    int rc = sd_mkdir_p(dir);
+    free(dir);
+    if (!rc) rc = sd_png_write(png, img, texts, 2, SD_PNG_FAST);
+    if (!rc && lat) {
+        /* latents: the final latents before the VAE decode; init_latents: the starting noise */
+        char *ln = latents_name(png);
+        sd_st_writer *wr = sd_st_writer_new();
+        char seedbuf[32];
+        snprintf(seedbuf, sizeof seedbuf, "%" PRIu64, seed);
+        rc = sd_st_writer_add_f32(wr, "latents", SD_F32, 4, shape, lat) ||
+             sd_st_writer_add_f32(wr, "init_latents", SD_F32, 4, shape, start) ||
+             sd_st_writer_meta(wr, "parameters", par) || sd_st_writer_meta(wr, "sdtools", jstr) ||
+             sd_st_writer_meta(wr, "seed", seedbuf) || sd_st_writer_save(wr, ln);
+        sd_st_writer_free(wr);
+        free(ln);
+    }
+    return rc ? -1 : 0;
+}
+
+/* ---- --init_latents ---------------------------------------------------------
+ * The tensor "init_latents" (or the file's only tensor), [N|1, C, h, w] or
+ * [C, h, w], N = the number of images; sets *H and *W from it (which must agree
+ * with a given size). Returns 0, or -1 with an error (nothing allocated). */
+static int load_init(const char *path, int C, int f, int total, int *H, int *W, float **out, int64_t *out_n) {
+    sd_st_file *sf;
+    if (sd_st_open(path, &sf)) return -1;
+    int rc = -1;
+    float *init = NULL;
+    const sd_st_tensor *t = sd_st_find(sf, "init_latents");
+    if (!t && sf->ntensors == 1) t = &sf->tensors[0];
+    int64_t n1 = 1, c1 = 0, h1 = 0, w1 = 0;
+    if (!t) {
+        sd_set_error("%s: no \"init_latents\" tensor and not exactly one tensor (%d)", path, sf->ntensors);
+        goto out;
+    }
+    if (t->ndim == 4) n1 = t->shape[0], c1 = t->shape[1], h1 = t->shape[2], w1 = t->shape[3];
+    else if (t->ndim == 3) c1 = t->shape[0], h1 = t->shape[1], w1 = t->shape[2];
+    else {
+        sd_set_error("%s: tensor \"%s\" has %d dimensions (want [N, C, h, w] or [C, h, w])", path, t->name, t->ndim);
+        goto out;
+    }
+    if (c1 != C) {
+        sd_set_error("%s: %" PRId64 " channels, the model's latents have %d", path, c1, C);
+        goto out;
+    }
+    if (n1 != 1 && n1 != total) {
+        sd_set_error("%s: %" PRId64 " latents for %d images (give one per image, or one for all)", path, n1, total);
+        goto out;
+    }
+    if (h1 < 1 || w1 < 1 || h1 * f > SD_TXT2IMG_MAX_SIDE || w1 * f > SD_TXT2IMG_MAX_SIDE) {
+        sd_set_error("%s: latent size %" PRId64 "x%" PRId64 " is out of range", path, w1, h1);
+        goto out;
+    }
+    if ((*H && *H != h1 * f) || (*W && *W != w1 * f)) {
+        sd_set_error("%s: latents of %" PRId64 "x%" PRId64 " give %" PRId64 "x%" PRId64
+                     " images, not the --width/--height %dx%d",
+                     path, w1, h1, w1 * f, h1 * f, *W ? *W : (int)(w1 * f), *H ? *H : (int)(h1 * f));
+        goto out;
+    }
+    init = sd_xmalloc(sizeof(float) * (size_t)t->numel);
+    if (sd_st_read_f32(sf, t, init)) goto out;
+    for (int64_t k = 0; k < t->numel; k++)
+        if (!isfinite(init[k])) {
+            sd_set_error("%s: tensor \"%s\" has non-finite values", path, t->name);
+            goto out;
+        }
+    *H = (int)h1 * f, *W = (int)w1 * f;
+    *out = init, *out_n = n1;
+    init = NULL;
+    rc = 0;
+out:
+    free(init);
+    sd_st_close(sf);
+    return rc;
 }
 
 /* ---- main ------------------------------------------------------------------ */
@@ -588,6 +675,7 @@ int main(int argc, char **argv) {
             if (sd_clip_tokenizer_encode_n(tok, s, strlen(s), ids, &nt, &ntext)) {
                 if (i < nprompts) sd_error_prefix("prompt %d", i + 1);
                 else sd_error_prefix("--negative_prompt");
+                free(ids); /* before dying: LeakSanitizer checks at exit */
                 sd_die_last();
             }
             if (ntext > (size_t)L - 2 && !o.quiet)
@@ -611,7 +699,10 @@ int main(int argc, char **argv) {
         if (!o.scheduler) sd_error_prefix("%s (use --scheduler)", o.model);
         sd_die_last();
     }
-    if (sd_sched_set_timesteps(probe, o.steps)) sd_die_last();
+    if (sd_sched_set_timesteps(probe, o.steps)) {
+        sd_sched_free(probe);
+        sd_die_last();
+    }
     if (o.eta > 0 && probe->kind != SD_SCHED_DDIM && !o.quiet)
         sd_warn("--eta applies to the DDIM scheduler only; ignored for %s", sd_sched_kind_name(probe->kind));
     const char *sampler = sampler_name(probe);
@@ -627,32 +718,7 @@ int main(int argc, char **argv) {
     float *init = NULL;
     int64_t init_n = 0;
     int H = o.height, W = o.width;
-    if (o.init_latents) {
-        sd_st_file *sf;
-        if (sd_st_open(o.init_latents, &sf)) sd_die_last();
-        const sd_st_tensor *t = sd_st_find(sf, "init_latents");
-        if (!t && sf->ntensors == 1) t = &sf->tensors[0];
-        if (!t) sd_die("%s: no \"init_latents\" tensor and not exactly one tensor (%d)", o.init_latents, sf->ntensors);
-        int64_t n1 = 1, c1, h1, w1;
-        if (t->ndim == 4) n1 = t->shape[0], c1 = t->shape[1], h1 = t->shape[2], w1 = t->shape[3];
-        else if (t->ndim == 3) c1 = t->shape[0], h1 = t->shape[1], w1 = t->shape[2];
-        else sd_die("%s: tensor \"%s\" has %d dimensions (want [N, C, h, w] or [C, h, w])", o.init_latents, t->name, t->ndim);
-        if (c1 != C) sd_die("%s: %" PRId64 " channels, the model's latents have %d", o.init_latents, c1, C);
-        if (n1 != 1 && n1 != total)
-            sd_die("%s: %" PRId64 " latents for %d images (give one per image, or one for all)", o.init_latents, n1, total);
-        if (h1 < 1 || w1 < 1 || h1 * f > SD_TXT2IMG_MAX_SIDE || w1 * f > SD_TXT2IMG_MAX_SIDE)
-            sd_die("%s: latent size %" PRId64 "x%" PRId64 " is out of range", o.init_latents, w1, h1);
-        if ((H && H != h1 * f) || (W && W != w1 * f))
-            sd_die("%s: latents of %" PRId64 "x%" PRId64 " give %" PRId64 "x%" PRId64 " images, not the --width/--height %dx%d",
-                   o.init_latents, w1, h1, w1 * f, h1 * f, W ? W : (int)(w1 * f), H ? H : (int)(h1 * f));
-        H = (int)h1 * f, W = (int)w1 * f;
-        init = sd_xmalloc(sizeof(float) * (size_t)t->numel);
-        if (sd_st_read_f32(sf, t, init)) sd_die_last();
-        for (int64_t k = 0; k < t->numel; k++)
-            if (!isfinite(init[k])) sd_die("%s: tensor \"%s\" has non-finite values", o.init_latents, t->name);
-        init_n = n1;
-        sd_st_close(sf);
-    }
+    if (o.init_latents && load_init(o.init_latents, C, f, total, &H, &W, &init, &init_n)) sd_die_last();
     if (!H) H = ucfg->sample_size[0] * f;
     if (!W) W = ucfg->sample_size[1] * f;
     if (H <= 0 || W <= 0) sd_die("%s: the UNet config has no sample_size: give --height and --width", uwhere);
@@ -688,9 +754,11 @@ int main(int argc, char **argv) {
     if (!o.force)
         for (int j = 0; j < total; j++) {
             char *ln = o.save_latents ? latents_name(names[j]) : NULL;
-            if (sd_is_file(names[j]) || sd_is_dir(names[j]) || (ln && (sd_is_file(ln) || sd_is_dir(ln))))
-                sd_die("%s exists (use --force to replace it)", sd_is_file(names[j]) || sd_is_dir(names[j]) ? names[j] : ln);
-            free(ln);
+            const char *hit = sd_is_file(names[j]) || sd_is_dir(names[j]) ? names[j]
+                              : ln && (sd_is_file(ln) || sd_is_dir(ln)) ? ln : NULL;
+            if (hit) sd_set_error("%s exists (use --force to replace it)", hit);
+            free(ln); /* before dying: LeakSanitizer checks at exit */
+            if (hit) sd_die_last();
         }
     if (sd_mkdir_p(o.output_dir)) sd_die_last();
 
@@ -722,6 +790,7 @@ int main(int argc, char **argv) {
     to.clip_skip = o.clip_skip;
     run_state rs = {0};
     rs.images_total = total;
+    rs.verbose = o.verbose && !o.quiet;
     to.on_step = on_step;
     to.user = &rs;
     const int nb = (total + o.batch_size - 1) / o.batch_size;
@@ -747,6 +816,7 @@ int main(int argc, char **argv) {
         to.init_latents = binit;
         double tb = sd_now();
         rs.t_last_step = tb;
+        rs.batch_n = n;
         if (sd_txt2img_batch(&p, &to, n, bprompts, NULL, bseeds, imgs, lat)) {
             sd_progress_end(&rs.prog);
             sd_die_last();
@@ -774,32 +844,20 @@ int main(int argc, char **argv) {
             snprintf(par + len, cap - (size_t)len, ", Version: sdtools %s", SD_VERSION);
             cJSON *js = settings_json(&o, pr, neg, bseeds[k], sched_short_name, W, H, *hash ? hash : NULL, j);
             char *jstr = cJSON_PrintUnformatted(js);
-            sd_png_text texts[2] = {{"parameters", par}, {"sdtools", jstr}};
-            char *dir = sd_path_dirname(names[j]);
-            if (sd_mkdir_p(dir)) sd_die_last();
-            free(dir);
-            if (sd_png_write(names[j], &imgs[k], texts, 2, SD_PNG_FAST)) sd_die_last();
+            float *start = NULL;
             if (o.save_latents) {
-                char *ln = latents_name(names[j]);
-                sd_st_writer *wr = sd_st_writer_new();
-                int64_t shape[4] = {1, C, h, w};
-                float *start = sd_xmalloc(sizeof(float) * per);
+                start = sd_xmalloc(sizeof(float) * per);
                 if (binit) memcpy(start, binit + per * k, sizeof(float) * per);
                 else sd_txt2img_noise(bseeds[k], C, h, w, start);
-                char seedbuf[32];
-                snprintf(seedbuf, sizeof seedbuf, "%" PRIu64, bseeds[k]);
-                if (sd_st_writer_add_f32(wr, "latents", SD_F32, 4, shape, lat + per * k) ||
-                    sd_st_writer_add_f32(wr, "init_latents", SD_F32, 4, shape, start) ||
-                    sd_st_writer_meta(wr, "parameters", par) || sd_st_writer_meta(wr, "sdtools", jstr) ||
-                    sd_st_writer_meta(wr, "seed", seedbuf) || sd_st_writer_save(wr, ln))
-                    sd_die_last();
-                sd_st_writer_free(wr);
-                free(start);
-                free(ln);
             }
+            int64_t shape[4] = {1, C, h, w};
+            int wrc = write_outputs(names[j], &imgs[k], par, jstr, bseeds[k], o.save_latents ? lat + per * k : NULL,
+                                    start, shape);
+            free(start);
             cJSON_free(jstr);
             cJSON_Delete(js);
             free(par);
+            if (wrc) sd_die_last();
             sd_image_free(&imgs[k]);
         }
         rs.images_done += n;

@@ -12,6 +12,15 @@
  * ancestral/stochastic schedulers from stream SD_TXT2IMG_STEP_STREAM + step
  * of the same key, so an image depends only on (seed, options), not on batch
  * composition. Exact semantics: man/sdsample.1 and the implementation.
+ *
+ * Memory: a call allocates its own buffers (latents, model input/output,
+ * text embeddings; UNet batch 2n with CFG) and decodes one image at a time.
+ * Afterwards the UNet keeps its planned inference activations and the VAE its
+ * decoder workspace for the next call; sd_unet_release / sd_vae_release free
+ * them (e.g. before a training step continues). Text encoder, UNet and VAE
+ * run on p->be; everything else is host code. The parts are only read (the
+ * UNet's parameter buffer may be swapped with sd_unet_set_params between
+ * calls, e.g. EMA weights for validation).
  */
 #ifndef SD_SAMPLE_TXT2IMG_H
 #define SD_SAMPLE_TXT2IMG_H

@@ -22,6 +22,7 @@ and one-line errors for every kind of bad input.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -306,6 +307,25 @@ def t_unet_override():
 check("--unet DIR (pipeline dir or unet/ dir) over a base model", t_unet_override)
 
 
+def t_summary_verbose():
+    """the summary line (images, size, sampler, seeds, s/step, s/image) and -v's per-step lines"""
+    out = os.path.join(tmp, "summary")
+    args = ["-j", 1, "-v", "--pretrained_model_name_or_path", SD1, "--prompt", "a", "--num_images_per_prompt", 3,
+            "--batch_size", 2, "--num_inference_steps", 2, "--seed", 4, "--height", 16, "--width", 16, "--scheduler",
+            "ddim", "-o", out]
+    p = run([SDS] + [str(x) for x in args])
+    lines = p.stderr.strip().split("\n")
+    steps = [x for x in lines if " step " in x]
+    assert [re.sub(r" [0-9.]+ s$", "", x) for x in steps] == [
+        "sdsample: images 0-1 step 1/2", "sdsample: images 0-1 step 2/2",
+        "sdsample: images 2-2 step 1/2", "sdsample: images 2-2 step 2/2"], steps
+    assert lines[-1].startswith("sdsample: 3 images (1 prompt, 16x16, DDIM, 2 steps, seeds 4..6) in "), lines[-1]
+    assert "s/step (UNet batch 4)" in lines[-1] and lines[-1].endswith("s/image -> " + out), lines[-1]
+
+
+check("summary line and -v per-step times", t_summary_verbose)
+
+
 # ---------------------------------------------------------------- bad input
 def t_usage_errors():
     for args in ([], ["--prompt", "x", "-o", "o"], ["--pretrained_model_name_or_path", SD1, "-o", "o"],
@@ -378,6 +398,11 @@ def t_bad_inputs():
     open(f, "wb").write(b"garbage")
     expect_error("il-bad.safetensors", *base, "--prompt", "x", "--init_latents", f)
     assert not os.path.exists(o) or not os.listdir(o), "a refused run wrote files"
+    # a write that fails (--force over a directory in the way): one line, no partial file
+    wd = os.path.join(tmp, "write-fail")
+    os.makedirs(os.path.join(wd, "00000-1.png"))
+    expect_error("00000-1.png", *base, "--prompt", "x", "--height", 16, "--width", 16, "--seed", 1, "-o", wd, "--force")
+    assert os.listdir(wd) == ["00000-1.png"], os.listdir(wd)
 
 
 check("bad input: one-line errors (model parts, UNet mismatch, prompts, sizes, patterns, init latents)", t_bad_inputs)
