@@ -345,8 +345,8 @@ static cJSON *make_provenance(const ctx *c, const sd_shard_manifest *prep, const
     cJSON_AddStringToObject(p, "version", SD_VERSION);
     cJSON_AddStringToObject(p, "model", o->model);
     cJSON_AddStringToObject(p, SD_META_VAE, c->vae_fp);
-    cJSON_AddNumberToObject(p, "scaling_factor", c->vae->scaling_factor);
-    cJSON_AddNumberToObject(p, "shift_factor", c->vae->shift_factor);
+    cJSON_AddNumberToObject(p, "scaling_factor", c->vae->cfg.scaling_factor);
+    cJSON_AddNumberToObject(p, "shift_factor", c->vae->cfg.shift_factor);
     cJSON_AddNumberToObject(p, "vae_factor", c->vae->factor);
     cJSON_AddNumberToObject(p, "latent_channels", c->vae->latent_channels);
     cJSON_AddStringToObject(p, "latent_dtype", o->latent_dtype == SD_F16 ? "fp16" : "fp32");

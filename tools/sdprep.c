@@ -359,8 +359,9 @@ int main(int argc, char **argv) {
 
     /* output directory: never mix with a previous set */
     char *mf = sd_path_join(o.out_dir, SD_SHARD_MANIFEST);
-    if (sd_is_file(mf) && !o.force) sd_die("%s: already holds a shard set; use --force to replace it", o.out_dir);
+    int exists = sd_is_file(mf);
     free(mf);
+    if (exists && !o.force) sd_die("%s: already holds a shard set; use --force to replace it", o.out_dir);
     if (sd_mkdir_p(o.out_dir)) sd_die_last();
     if (o.force && clear_output(o.out_dir)) sd_die_last();
 

@@ -24,6 +24,8 @@
 
 #include <cJSON.h>
 
+#include "core/utf8.h" /* sd_utf8_valid */
+
 typedef enum {
     SD_LAYOUT_AUTO = 0,    /* imagefolder if a metadata file exists, else sidecar */
     SD_LAYOUT_IMAGEFOLDER,
@@ -121,7 +123,6 @@ cJSON *sd_dataset_summary(const sd_dataset *d);
 /* Helpers, exposed for tests and tools. */
 int sd_dataset_ext_supported(const char *path);  /* png jpg jpeg jpe jfif webp (any case) */
 int sd_dataset_ext_is_image(const char *path);   /* any image type Pillow knows (subset) */
-int sd_utf8_valid(const void *s, size_t n);
 /* Which split a directory name belongs to ("train", "validation", "test") by
  * the keyword rule of `datasets`, or NULL. */
 const char *sd_dataset_split_of_dir(const char *name);

@@ -783,7 +783,12 @@ static _Thread_local struct libdeflate_compressor *fast_comp;
  * with left = cur[i-bpp] and upleft = up[i-bpp]. Every output depends only on
  * unfiltered input, so the loop is data-parallel; written branch-free so the
  * compiler vectorizes it (4x faster than the textbook branches). */
-__attribute__((optimize("O3"))) static void paeth_row(uint8_t *restrict out, const uint8_t *restrict cur,
+#if defined(__GNUC__) && !defined(__clang__)
+#define SD_OPT_O3 __attribute__((optimize("O3")))
+#else
+#define SD_OPT_O3
+#endif
+SD_OPT_O3 static void paeth_row(uint8_t *restrict out, const uint8_t *restrict cur,
                                                       const uint8_t *restrict up, size_t bpp, size_t n) {
     for (size_t i = 0; i < bpp; i++) out[i] = (uint8_t)(cur[i] - up[i]);
     for (size_t i = bpp; i < n; i++) {

@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,37 +20,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* ---- UTF-8 -------------------------------------------------------------- */
-
-/* Returns 1 if buf[0..n) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
-static int utf8_valid(const unsigned char *s, size_t n, size_t *bad_at) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) { i++; continue; }
-        else if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
-        else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
-        else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
-        else goto bad;
-        if (i + len > n) goto bad;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) goto bad;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            goto bad;
-        i += len;
-        continue;
-    bad:
-        *bad_at = i;
-        return 0;
-    }
-    return 1;
-}
 
 /* ---- strict JSON header parser ------------------------------------------ */
 
@@ -364,7 +334,7 @@ check:
 static int parse_header(sd_st_file *f, const char *hdr, size_t n) {
     jp p = {hdr, n, 0, f->path};
     size_t bad;
-    if (!utf8_valid((const unsigned char *)hdr, n, &bad))
+    if (!sd_utf8_check(hdr, n, &bad))
         return sd_set_error("%s: invalid safetensors header: not UTF-8 at byte %zu", f->path, bad);
     if (n == 0 || hdr[0] != '{') return sd_set_error("%s: invalid safetensors header: does not start with '{'", f->path);
     if (expect(&p, '{')) return -1;

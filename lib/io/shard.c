@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include "io/shard.h"
+#include "core/utf8.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
@@ -22,29 +23,6 @@
 #include <unistd.h>
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static int utf8_valid(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
-        else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
-        else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
-        else return 0;
-        if (i + len > n) return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
 
 /* A name made printable for messages: control bytes and non-ASCII as \xHH,
  * cut at 200 bytes. Returns buf. */
@@ -698,7 +676,7 @@ int sd_prep_meta_from_json(const char *text, size_t len, const char *where, sd_p
     m->captions = sd_xcalloc((size_t)nc, sizeof(char *));
     const cJSON *c;
     cJSON_ArrayForEach(c, caps) {
-        if (!cJSON_IsString(c) || !utf8_valid((const unsigned char *)c->valuestring, strlen(c->valuestring))) {
+        if (!cJSON_IsString(c) || !sd_utf8_valid(c->valuestring, strlen(c->valuestring))) {
             sd_set_error("%s: caption %d is not a UTF-8 string", where, m->ncaptions);
             goto out;
         }

@@ -371,6 +371,12 @@ int sd_model_probe(const char *path) {
     return kind;
 }
 
+void sd_model_release(sd_model *m, sd_component c) {
+    if (!m || !m->priv || c < 0 || c >= SD_NCOMP || !m->priv->wf_open[c]) return;
+    wf_free(&m->priv->wf[c]);
+    m->priv->wf_open[c] = 0;
+}
+
 void sd_model_close(sd_model *m) {
     if (!m) return;
     sd_unet_config_free(&m->unet);

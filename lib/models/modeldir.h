@@ -122,6 +122,10 @@ int sd_model_table(const sd_model *m, sd_component c, sd_param_table *t);
 /* Load component c into buf[t->total] (t built by sd_model_table, or an
  * equivalent table of the same config). Errors: see above. */
 int sd_model_load(sd_model *m, sd_component c, const sd_param_table *t, float *buf);
+/* Unmap the weight files of component c (diffusers directories; a single
+ * file stays mapped): a trainer that has copied the weights stops counting
+ * the mapped file pages in its resident set. The next load reopens them. */
+void sd_model_release(sd_model *m, sd_component c);
 /* Convenience: build the table and malloc + load the buffer (free() it). */
 int sd_model_load_alloc(sd_model *m, sd_component c, sd_param_table *t, float **buf);
 /* The config JSON to save for component c (cJSON_Delete it): the parsed

@@ -144,7 +144,7 @@ typedef struct {
     float *Gr;      /* gradients (backward) */
     float *dctx;
     int dry, train;
-    int B, L;
+    int B, L, h, w; /* batch, context length, latent size */
     const float *ctx;
     const float *semb;
     float *dsemb;
@@ -170,7 +170,9 @@ static float *carve(carver *c, size_t n) {
 
 static float *Gp(const run *r, size_t off) { return (off == NOPAR || !r->Gr) ? NULL : r->Gr + off; }
 
-static void zero(run *r, float *p, size_t n) { sd_backend_zero(r->be, p, n * sizeof(float)); }
+static void zero(run *r, float *p, size_t n) {
+    if (!r->dry) sd_backend_zero(r->be, p, n * sizeof(float));
+}
 
 static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
 
@@ -280,9 +282,16 @@ static int build_units(sd_unet *u) {
     char b[64];
     for (int i = 0; i < n; i++) {
         const sd_unet_block *blk = &c->down[i];
+        /* output_scale_factor 1: diffusers 0.39 passes the config's
+         * resnet_out_scale_factor only to block types we do not build
+         * (ResnetDownsampleBlock2D, SimpleCrossAttn*, ...), never to
+         * (CrossAttn)DownBlock2D / (CrossAttn)UpBlock2D; only the mid block
+         * resnets are scaled (mid_block_scale_factor). Checked by the
+         * sd1-micro-scaled golden. */
+        const double osf = 1.0;
         for (int j = 0; j < blk->num_resnets; j++) {
             snprintf(b, sizeof b, "down_blocks.%d.resnets.%d", i, j);
-            if (init_resnet(u, &u->units[nu], b, blk->resnet_in[j], 0, blk->out_channels, c->resnet_out_scale_factor))
+            if (init_resnet(u, &u->units[nu], b, blk->resnet_in[j], 0, blk->out_channels, osf))
                 return -1;
             nu++;
             if (blk->cross_attn) {
@@ -313,8 +322,7 @@ static int build_units(sd_unet *u) {
         const sd_unet_block *blk = &c->up[i];
         for (int j = 0; j < blk->num_resnets; j++) {
             snprintf(b, sizeof b, "up_blocks.%d.resnets.%d", i, j);
-            if (init_resnet(u, &u->units[nu++], b, blk->resnet_in[j], blk->resnet_skip[j], blk->out_channels,
-                            c->resnet_out_scale_factor))
+            if (init_resnet(u, &u->units[nu++], b, blk->resnet_in[j], blk->resnet_skip[j], blk->out_channels, 1.0))
                 return -1;
             if (blk->cross_attn) {
                 snprintf(b, sizeof b, "up_blocks.%d.attentions.%d", i, j);
@@ -1095,6 +1103,7 @@ static void plan_train(sd_unet_train_state *st, int B, int h, int w, int L, int 
     size_t fscr = r.scr.peak;
     run b;
     run_init(&b, u, 1, 1, B, L);
+    b.h = h, b.w = w;
     b.tape = &b.rec;
     backward_walk(&b, st, NULL, ckpt);
     *rec_ = b.rec.peak;
@@ -1174,7 +1183,7 @@ static void backward_walk(run *r, sd_unet_train_state *st, const float *dout, in
         pp = zmax(pp, nout);
         if (rc->skip_sk >= 0) dsk[rc->skip_sk] = carve(&r->grad, (size_t)B * un->cskip * rc->H * rc->W);
     }
-    pp = zmax(pp, (size_t)B * u->C0 * st->h * st->w);
+    pp = zmax(pp, (size_t)B * u->C0 * r->h * r->w);
     r->pp_need = pp;
     float *g[2] = {carve(&r->grad, pp), carve(&r->grad, pp)};
     /* skip 0 (conv_in output) is consumed by the last up resnet: dsk[0] is set above */
@@ -1189,8 +1198,8 @@ static void backward_walk(run *r, sd_unet_train_state *st, const float *dout, in
     }
     size_t mark = r->scr.off;
     double t0 = prof_begin(r);
-    zero(r, g[0], (size_t)B * u->C0 * st->h * st->w);
-    head_bwd(r, &st->sr, dout, g[0], st->h, st->w);
+    if (!r->dry) zero(r, g[0], (size_t)B * u->C0 * r->h * r->w);
+    head_bwd(r, &st->sr, dout, g[0], r->h, r->w);
     prof_end(r, 4, t0);
     r->scr.off = mark;
     float *dcur = g[0];
@@ -1228,7 +1237,7 @@ static void backward_walk(run *r, sd_unet_train_state *st, const float *dout, in
         dcur = dprev;
     }
     t0 = prof_begin(r);
-    stem_bwd(r, &st->sr, dcur, st->h, st->w);
+    stem_bwd(r, &st->sr, dcur, r->h, r->w);
     prof_end(r, 4, t0);
     r->scr.off = mark;
 }
@@ -1248,6 +1257,7 @@ int sd_unet_backward(sd_unet *u, sd_unet_train_state *st, const float *dout, flo
     r.rec = (carver){base + st->p_keep, 0, 0, st->p_rec};
     r.scr = (carver){base + st->p_keep + st->p_rec, 0, 0, st->p_scr};
     r.grad = (carver){base + st->p_keep + st->p_rec + st->p_scr, 0, 0, st->p_grad};
+    r.h = st->h, r.w = st->w;
     r.tape = &r.rec;
     backward_walk(&r, st, dout, st->ckpt);
     st->have_fwd = 0;

@@ -56,6 +56,28 @@
  * without checkpointing.
  *
  * Threading: as the backend (one thread at a time per sd_unet).
+ *
+ * Sampling (sdsample; CFG = one batch of 2: [uncond, cond]):
+ *     sd_unet *u;  sd_unet_load(model, be, &u);
+ *     for each step i:  t2[0] = t2[1] = s->timesteps[i];
+ *         sd_unet_forward(u, xin2, t2, ctx2, 2, h, w, 77, eps2);   // then guidance, sd_sched_step
+ * Training step (sdfit):
+ *     sd_unet_train_state *st;  sd_unet_train_state_create(u, &(sd_unet_train_opts){ckpt}, &st);
+ *     sd_backend_zero(be, grads, n_params * 4);                     // once per optimizer step
+ *     sd_sched_add_noise(...) -> noisy;  target = noise | velocity
+ *     sd_unet_train_forward(u, st, noisy, t, ctx, B, h, w, L, pred);
+ *     sd_mse_forward(be, &loss, NULL, pred, target, snr_w_or_NULL, B, n);
+ *     sd_mse_backward(be, dpred(zeroed), pred, target, snr_w_or_NULL, B, n, 1/accum);
+ *     sd_unet_backward(u, st, dpred, grads, NULL);                   // grads += dL/dparams
+ *     clip, AdamW, EMA over the flat buffers (lib/train)
+ *
+ * Activation memory of SD1.5 shapes, batch 1, from the plan
+ * (sd_unet_train_memory / sd_unet_forward_memory; test_unet prints them):
+ *   inference 32x32: 40 MB, 64x64: 112 MB (batch 2: 65 / 208 MB)
+ *   training  32x32: 278 MB (246 saved), checkpointing  94 MB (28 saved)
+ *   training  64x64: 1088 MB (962 saved), checkpointing 375 MB (114 saved)
+ * plus the backend's scratch (Winograd-transformed weights, attention
+ * blocks: ~110 MB at 32x32, ~215 MB at 64x64 on the CPU).
  */
 #ifndef SD_MODELS_UNET_H
 #define SD_MODELS_UNET_H

@@ -12,6 +12,15 @@
  * ancestral/stochastic schedulers from stream SD_TXT2IMG_STEP_STREAM + step
  * of the same key, so an image depends only on (seed, options), not on batch
  * composition. Exact semantics: man/sdsample.1 and the implementation.
+ *
+ * Memory: a call allocates its own buffers (latents, model input/output,
+ * text embeddings; UNet batch 2n with CFG) and decodes one image at a time.
+ * Afterwards the UNet keeps its planned inference activations and the VAE its
+ * decoder workspace for the next call; sd_unet_release / sd_vae_release free
+ * them (e.g. before a training step continues). Text encoder, UNet and VAE
+ * run on p->be; everything else is host code. The parts are only read (the
+ * UNet's parameter buffer may be swapped with sd_unet_set_params between
+ * calls, e.g. EMA weights for validation).
  */
 #ifndef SD_SAMPLE_TXT2IMG_H
 #define SD_SAMPLE_TXT2IMG_H
@@ -51,7 +60,10 @@ typedef struct {
     int clip_skip;               /* diffusers clip_skip (0) */
     uint64_t seed;
     const float *init_latents;   /* optional host [n, C, h, w] starting noise (before init_noise_sigma) */
-    /* optional per-step callback (progress): return non-zero to abort */
+    /* optional per-step callback (progress), called after each model call
+     * with step = 1..nsteps (nsteps = the scheduler's model calls: PNDM makes
+     * steps + 1); return non-zero to abort (sd_txt2img then fails with
+     * "interrupted"). */
     int (*on_step)(void *user, int step, int nsteps);
     void *user;
 } sd_txt2img_opts;
@@ -61,7 +73,27 @@ typedef struct {
  * latents before the VAE decode. Returns 0 or -1 with an error. */
 int sd_txt2img(const sd_pipeline *p, const sd_txt2img_opts *o, int n, sd_image *images, float *final_latents);
 
-/* The starting noise of one image: host [C, h, w] normals from seed. */
+/* The same for n images that may have different prompts and seeds, in one
+ * UNet batch (2n with CFG): image k uses prompts[k] / negative_prompts[k]
+ * (an array or an entry that is NULL means o->prompt / o->negative_prompt)
+ * and seed seeds[k] (array NULL: o->seed + k). Distinct prompts are encoded
+ * once each. This is diffusers' pipe(prompt=[...], negative_prompt=[...],
+ * num_images_per_prompt=m) when the prompts come in runs of m. */
+int sd_txt2img_batch(const sd_pipeline *p, const sd_txt2img_opts *o, int n, const char *const *prompts,
+                     const char *const *negative_prompts, const uint64_t *seeds, sd_image *images,
+                     float *final_latents);
+
+/* The image size a call with these options renders: *height and *width (0 = the
+ * default: unet sample_size times the VAE factor) are filled in and validated
+ * (positive multiples of the VAE factor, at most SD_TXT2IMG_MAX_SIDE). */
+#define SD_TXT2IMG_MAX_SIDE 8192
+int sd_txt2img_size(const sd_pipeline *p, int *height, int *width);
+
+/* The starting noise of one image: host [C, h, w] normals from seed
+ * (sd_rng_normal_at(seed, SD_TXT2IMG_LATENT_STREAM, 0, ...)). */
 void sd_txt2img_noise(uint64_t seed, int C, int h, int w, float *out);
+/* The noise a stochastic scheduler adds at step i (0-based model call) of the
+ * image with this seed: sd_rng_normal_at(seed, SD_TXT2IMG_STEP_STREAM + i, 0, ...). */
+void sd_txt2img_step_noise(uint64_t seed, int step, int C, int h, int w, float *out);
 
 #endif

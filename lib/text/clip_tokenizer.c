@@ -791,6 +791,14 @@ static int load_config(loader *L, sd_clip_tokenizer *t) {
     t->bos = added_find(al, L->special[K_BOS]);
     t->eos = added_find(al, L->special[K_EOS]);
     t->pad = added_find(al, L->special[K_PAD]);
+    /* an empty special token is never added (HF skips empty added tokens), so
+     * it has no id: SD encoding cannot use it (found by fuzz_clip_load) */
+    for (int k = 0; k < 4; k++)
+        if (!*L->special[need[k]])
+            return sd_set_error("%s: %s is an empty string; SD tokenization needs a token", L->cfg_path,
+                                special_keys[need[k]]);
+    if (t->bos < 0 || t->eos < 0 || t->pad < 0)
+        return sd_set_error("%s: a special token has no id", L->cfg_path);
     return 0;
 }
 

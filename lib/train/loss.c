@@ -50,6 +50,10 @@ static double sq_err_sum(const float *p, const float *t, size_t n) {
 }
 
 float sd_mse_loss(const float *pred, const float *target, size_t n, float *grad) {
+    return sd_mse_loss_seeded(pred, target, n, 1.0f, grad);
+}
+
+float sd_mse_loss_seeded(const float *pred, const float *target, size_t n, float dloss, float *grad) {
     if (n == 0) return NAN; /* torch: mean of an empty tensor */
     float sum = (float)sq_err_sum(pred, target, n);
     float loss = sum / (float)n; /* sum_out(...).div_(numel) */
@@ -59,13 +63,18 @@ float sd_mse_loss(const float *pred, const float *target, size_t n, float *grad)
         for (size_t i = 0; i < n; i++) {
             float d = pred[i] - target[i];
             float a = norm * d;
-            grad[i] = a * 1.0f;
+            grad[i] = a * dloss;
         }
     }
     return loss;
 }
 
 float sd_mse_loss_weighted(const float *pred, const float *target, int B, size_t per, const float *w, float *grad) {
+    return sd_mse_loss_weighted_seeded(pred, target, B, per, w, 1.0f, grad);
+}
+
+float sd_mse_loss_weighted_seeded(const float *pred, const float *target, int B, size_t per, const float *w,
+                                  float dloss, float *grad) {
     if (B <= 0 || per == 0) return NAN;
     double acc = 0;
     for (int b = 0; b < B; b++) {
@@ -76,7 +85,7 @@ float sd_mse_loss_weighted(const float *pred, const float *target, int B, size_t
     float loss = (float)acc / (float)B;
     if (grad) {
         for (int b = 0; b < B; b++) {
-            float gb = ((1.0f / (float)B) * w[b]) / (float)per;
+            float gb = ((dloss / (float)B) * w[b]) / (float)per;
             const float *p = pred + (size_t)b * per, *t = target + (size_t)b * per;
             float *g = grad + (size_t)b * per;
 #pragma omp parallel for simd schedule(static) if (per >= 65536)

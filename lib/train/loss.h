@@ -25,6 +25,16 @@ float sd_mse_loss(const float *pred, const float *target, size_t n, float *grad)
  * grad (may be NULL): d loss / d pred = 2(pred-target) * ((1/B)*w[b]) / per. */
 float sd_mse_loss_weighted(const float *pred, const float *target, int B, size_t per, const float *w, float *grad);
 
+/* The same with a seed gradient dloss (the upstream d/d loss, float32): the
+ * trainer backpropagates loss / GA as accelerator.backward does, so
+ * dloss = float(1/GA) (DivBackward: 1.0f / GA). Gradients, in torch's order:
+ *   mean:     (norm * (p - t)) * dloss,              norm = float(2/n)
+ *   weighted: (2 * (p - t)) * (((dloss / B) * w[b]) / per)
+ * dloss = 1 gives the functions above bit for bit. */
+float sd_mse_loss_seeded(const float *pred, const float *target, size_t n, float dloss, float *grad);
+float sd_mse_loss_weighted_seeded(const float *pred, const float *target, int B, size_t per, const float *w,
+                                  float dloss, float *grad);
+
 /* ---- dynamic loss scaling (torch.amp.GradScaler semantics) --------------- */
 
 typedef struct {

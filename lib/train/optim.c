@@ -64,7 +64,13 @@ int sd_adamw_init(sd_adamw *opt, const sd_adamw_config *cfg, size_t n, float *m,
     return 0;
 }
 
-void sd_adamw_step(sd_adamw *opt, float *restrict p, const float *restrict g, double lr) {
+/* The step over p, g, m, v. scaled: read g[i] * gscale (clip_grad_norm_'s
+ * in-place multiply, one float32 rounding, folded into this pass); zero: then
+ * store 0 into g[i] (optimizer.zero_grad). Called with constant flags so each
+ * use compiles to its own loop. */
+static inline __attribute__((always_inline)) void adamw_pass(sd_adamw *opt, float *restrict p, float *restrict g,
+                                                             double lr, float gscale, const int scaled,
+                                                             const int zero) {
     const sd_adamw_config *c = &opt->cfg;
     float *restrict m = opt->m, *restrict v = opt->v;
     const size_t n = opt->n;
@@ -95,6 +101,8 @@ void sd_adamw_step(sd_adamw *opt, float *restrict p, const float *restrict g, do
 #pragma omp parallel for simd schedule(static) if (n >= SD_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float pi = p[i], gi = g[i], mi = m[i], vi = v[i];
+        if (scaled) gi = gi * gscale;
+        if (zero) g[i] = 0.0f;
         pi = pi * wd_mul;
         mi = fmaf(lerp_coef, gi - mi, w1_small ? mi : gi);
         vi = vi * b2;
@@ -105,6 +113,15 @@ void sd_adamw_step(sd_adamw *opt, float *restrict p, const float *restrict g, do
         m[i] = mi;
         v[i] = vi;
     }
+}
+
+void sd_adamw_step(sd_adamw *opt, float *restrict p, const float *restrict g, double lr) {
+    adamw_pass(opt, p, (float *)g, lr, 1.0f, 0, 0); /* g is only read when neither flag is set */
+}
+
+void sd_adamw_step_fused(sd_adamw *opt, float *restrict p, float *restrict g, double lr, float gscale, int zero_grads) {
+    if (zero_grads) adamw_pass(opt, p, g, lr, gscale, 1, 1);
+    else adamw_pass(opt, p, g, lr, gscale, 1, 0);
 }
 
 cJSON *sd_adamw_state_json(const sd_adamw *opt) {
@@ -184,14 +201,19 @@ void sd_scale_floats(float *g, size_t n, float s) {
     for (size_t i = 0; i < n; i++) g[i] = g[i] * s;
 }
 
-float sd_clip_grad_norm(float *g, size_t n, const sd_segment *segs, int nseg, double max_norm, float *coef_out) {
-    float total = sd_grad_total_norm(g, n, segs, nseg);
+float sd_clip_coef(float total, double max_norm) {
     /* clip_coef = max_norm / (total_norm + 1e-6): a float32 tensor plus a
      * Python scalar, then Tensor.__rdiv__ = reciprocal() * max_norm. */
     float t = total + (float)1e-6;
     float coef = (1.0f / t) * (float)max_norm;
     /* torch.clamp(clip_coef, max=1.0) keeps NaN */
     if (!isnan(coef) && coef > 1.0f) coef = 1.0f;
+    return coef;
+}
+
+float sd_clip_grad_norm(float *g, size_t n, const sd_segment *segs, int nseg, double max_norm, float *coef_out) {
+    float total = sd_grad_total_norm(g, n, segs, nseg);
+    float coef = sd_clip_coef(total, max_norm);
     if (coef_out) *coef_out = coef;
     if (nseg <= 0) sd_scale_floats(g, n, coef);
     else

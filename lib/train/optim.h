@@ -69,6 +69,14 @@ int sd_adamw_init(sd_adamw *opt, const sd_adamw_config *cfg, size_t n, float *m,
  * thread count. lr < 0 is rejected by the caller's schedule, not here. */
 void sd_adamw_step(sd_adamw *opt, float *params, const float *grads, double lr);
 
+/* sd_adamw_step on the gradients g[i] * gscale (each product rounded to
+ * float32: clip_grad_norm_'s in-place multiply folded into the step), and
+ * with zero_grads, g[i] = 0 afterwards (optimizer.zero_grad). Bit-identical to
+ * sd_scale_floats(g, n, gscale) + sd_adamw_step + zeroing g, in one pass over
+ * memory instead of three (for SD1.5, ~10 GB of memory traffic less per
+ * step). */
+void sd_adamw_step_fused(sd_adamw *opt, float *params, float *grads, double lr, float gscale, int zero_grads);
+
 /* Checkpoint state (everything but the m/v buffers, which the caller saves
  * as tensors): {"step", "beta1", "beta2", "eps", "weight_decay"}. */
 cJSON *sd_adamw_state_json(const sd_adamw *opt);
@@ -98,6 +106,11 @@ float sd_grad_total_norm(const float *g, size_t n, const sd_segment *segs, int n
  * that skip non-finite steps (--on_nan) check isfinite(total) before using
  * the gradients. */
 float sd_clip_grad_norm(float *g, size_t n, const sd_segment *segs, int nseg, double max_norm, float *coef_out);
+
+/* The coefficient clip_grad_norm_ multiplies the gradients by for a total
+ * norm: min(max_norm / (total + 1e-6), 1) in torch's float32 arithmetic (NaN
+ * stays NaN). */
+float sd_clip_coef(float total, double max_norm);
 
 /* Multiply g[0..n) by s in float32 (OpenMP). */
 void sd_scale_floats(float *g, size_t n, float s);

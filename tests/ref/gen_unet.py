@@ -31,6 +31,7 @@ parameter gradient ("grad.<name>"); for sd1-tiny per-tensor gradient norms
 ("gnorm.<name>") and 8 elements per tensor at indices k*(numel-1)//7
 ("gsub.<name>"), for both losses ("snr." prefix for the min-SNR variant).
 """
+import copy
 import json
 import math
 import os
@@ -41,7 +42,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,6 +59,15 @@ OUT = os.path.join(ROOT, "tests", "ref", "golden", "unet")
 MAKE = os.path.join(ROOT, "tests", "fixtures", "make_tiny_model.py")
 GAMMA = 5.0
 
+# Config variants on the weights of a base model (tensors the variant lacks are
+# dropped): what SD checkpoints never use but configs allow. The C test merges
+# the same overrides into the base config.json and parses the result.
+VARIANTS = {
+    "sd1-micro-scaled": ("sd1-micro", {"center_input_sample": True, "mid_block_scale_factor": 1.5,
+                                       "resnet_out_scale_factor": 2.0, "flip_sin_to_cos": False, "freq_shift": 1}),
+    "sd1-micro-nomid": ("sd1-micro", {"mid_block_type": None}),  # up block 0 concatenates h with itself
+}
+
 FWD_CASES = [
     # config, B, h, w, L, timesteps
     ("sd1-tiny", 2, 12, 20, 77, [981.0, 17.25]),
@@ -68,6 +78,8 @@ FWD_CASES = [
     ("sd1-3down", 2, 12, 20, 9, [640.0, 128.75]),
     ("sd1-micro", 2, 5, 7, 7, [20.0, 700.0]),
     ("sd2-micro", 2, 7, 9, 5, [10.0, 950.5]),
+    ("sd1-micro-scaled", 2, 6, 5, 3, [3.0, 999.0]),
+    ("sd1-micro-nomid", 1, 6, 6, 4, [77.0]),
 ]
 
 GRAD_CASES = [
@@ -75,6 +87,8 @@ GRAD_CASES = [
     ("sd1-micro", 2, 5, 7, 7, [37, 815], True),
     ("sd2-micro", 2, 7, 9, 5, [120, 604], True),
     ("sd1-tiny", 2, 12, 20, 77, [5, 990], False),
+    ("sd1-micro-scaled", 2, 5, 6, 3, [50, 500], False),
+    ("sd1-micro-nomid", 2, 6, 7, 4, [3, 333], False),
 ]
 
 
@@ -91,14 +105,24 @@ def temb64(t, dim, flip, shift, max_period=10000.0):
 
 
 def load(name, tmp):
-    d = os.path.join(tmp, name)
+    base, over = VARIANTS.get(name, (name, None))
+    d = os.path.join(tmp, base)
     if not os.path.isdir(d):
-        subprocess.run([sys.executable, MAKE, "--config", name, d, "--force"], check=True)
-    u32, info = UNet2DConditionModel.from_pretrained(os.path.join(d, "unet"), output_loading_info=True)
-    bad = {k: v for k, v in info.items() if v}
-    assert not bad, f"{name}: loading info {bad}"
+        subprocess.run([sys.executable, MAKE, "--config", base, d, "--force"], check=True)
+    if over is None:
+        u32, info = UNet2DConditionModel.from_pretrained(os.path.join(d, "unet"), output_loading_info=True)
+        bad = {k: v for k, v in info.items() if v}
+        assert not bad, f"{name}: loading info {bad}"
+    else:
+        cfg = dict(UNet2DConditionModel.load_config(os.path.join(d, "unet")))
+        cfg.update(over)
+        u32 = UNet2DConditionModel.from_config(cfg)
+        sd = load_file(os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"))
+        want = u32.state_dict()
+        assert set(want) <= set(sd), f"{name}: variant needs tensors the base lacks"
+        u32.load_state_dict({k: sd[k] for k in want}, strict=True)
     u32.eval()
-    u64 = UNet2DConditionModel.from_pretrained(os.path.join(d, "unet")).double().eval()
+    u64 = copy.deepcopy(u32).double().eval()
     tp = u64.time_proj
     u64.time_proj.forward = lambda ts: temb64(ts, tp.num_channels, tp.flip_sin_to_cos, tp.downscale_freq_shift)
     return d, u32, u64
@@ -122,6 +146,8 @@ def gen_forward(tmp):
             out64 = u64(x.double(), t, ctx.double()).sample
             out32 = u32(x, t, ctx).sample
         meta = {"config": name, "B": B, "h": h, "w": w, "L": L, "torch32_rel": rel_err(out32, out64)}
+        if name in VARIANTS:
+            meta["base"], meta["overrides"] = VARIANTS[name]
         save_file({"x": x.contiguous(), "t": t, "ctx": ctx.contiguous(), "out": out64.float().contiguous(),
                    "out_torch32": out32.contiguous()},
                   os.path.join(OUT, f"fwd_{name}_{h}x{w}.safetensors"), metadata={"params": json.dumps(meta)})
@@ -180,6 +206,7 @@ def gen_grad(tmp):
         errs = sorted(rel_err(g32[n], g64[n]) for n in g64 if n not in vanish)
         noise32 = max([g32[n].abs().max().item() / grms for n in vanish] or [0.0])
         meta = {"config": name, "B": B, "h": h, "w": w, "L": L, "gamma": GAMMA, "v_prediction": vpred,
+                **({"base": VARIANTS[name][0], "overrides": VARIANTS[name][1]} if name in VARIANTS else {}),
                 "full": full, "torch32_loss_rel": abs(l32 - l64) / abs(l64),
                 "torch32_grad_rel_max": errs[-1], "torch32_grad_rel_median": errs[len(errs) // 2],
                 "torch32_dctx_rel": rel_err(gc32, gc64), "vanishing": len(vanish),

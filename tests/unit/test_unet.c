@@ -83,6 +83,77 @@ static sd_unet *load_unet(const char *name) {
     return u;
 }
 
+/* Parameter buffers of variant UNets (the UNet does not own them). */
+static struct {
+    sd_unet *u;
+    float *buf;
+} owned[8];
+
+static void unet_free(sd_unet *u) {
+    for (int i = 0; i < 8; i++)
+        if (u && owned[i].u == u) {
+            sd_unet_free(u);
+            sd_backend_free(be, owned[i].buf);
+            owned[i].u = NULL;
+            return;
+        }
+    sd_unet_free(u);
+}
+
+/* The UNet a golden's metadata names: "config", or a variant: the "overrides"
+ * merged into the config.json of model "base", parsed by sd_unet_config_parse,
+ * with the base's tensors copied by name into the variant's table. */
+static sd_unet *load_for(const cJSON *meta) {
+    const cJSON *base = cJSON_GetObjectItem(meta, "base"), *over = cJSON_GetObjectItem(meta, "overrides");
+    if (!base || !over) return load_unet(cJSON_GetObjectItem(meta, "config")->valuestring);
+    const char *d = model_dir(base->valuestring);
+    sd_model *m;
+    if (!d || sd_model_open(d, NULL, &m)) return NULL;
+    sd_param_table t0, t1;
+    float *b0 = NULL, *b1 = NULL;
+    sd_unet *u = NULL;
+    sd_unet_config c;
+    memset(&c, 0, sizeof c);
+    cJSON *j = cJSON_Duplicate(m->unet.raw, 1);
+    for (const cJSON *o = over->child; o; o = o->next) {
+        cJSON_DeleteItemFromObject(j, o->string);
+        cJSON_AddItemToObject(j, o->string, cJSON_Duplicate(o, 1));
+    }
+    if (!sd_model_load_alloc(m, SD_UNET, &t0, &b0) && !sd_unet_config_parse(j, "variant", &c) &&
+        !sd_unet_param_table(&c, &t1)) {
+        b1 = sd_backend_alloc_f32(be, t1.total);
+        int missing = 0;
+        for (int i = 0; i < t1.n; i++) {
+            const sd_param *p = sd_param_table_find(&t0, t1.p[i].name);
+            if (!p || p->numel != t1.p[i].numel) missing++;
+            else memcpy(b1 + t1.p[i].offset, b0 + p->offset, p->numel * sizeof(float));
+        }
+        CHECK(missing == 0 && t1.total < t0.total + 1);
+        if (!missing && !sd_unet_create(&c, be, b1, &u)) {
+            for (int i = 0; i < 8; i++)
+                if (!owned[i].u) {
+                    owned[i].u = u, owned[i].buf = b1, b1 = NULL;
+                    break;
+                }
+        }
+        sd_param_table_free(&t1);
+    }
+    if (!u) printf("# variant: %s\n", sd_last_error());
+    sd_backend_free(be, b1);
+    free(b0);
+    sd_param_table_free(&t0);
+    sd_unet_config_free(&c);
+    cJSON_Delete(j);
+    sd_model_close(m);
+    return u;
+}
+
+/* the model directory holding a golden's scheduler (the base of a variant) */
+static const char *dir_for(const cJSON *meta) {
+    const cJSON *base = cJSON_GetObjectItem(meta, "base");
+    return model_dir(base ? base->valuestring : cJSON_GetObjectItem(meta, "config")->valuestring);
+}
+
 /* A golden file's tensor as floats (malloc'ed), its element count in *n. */
 static float *gread(sd_st_file *f, const char *name, size_t *n) {
     const sd_st_tensor *t = sd_st_find(f, name);
@@ -141,7 +212,7 @@ static void forward_case(const char *file) {
     int B = jint(meta, "B"), h = jint(meta, "h"), w = jint(meta, "w"), L = jint(meta, "L");
     size_t nx, nt, nc, no;
     float *x = gread(f, "x", &nx), *t = gread(f, "t", &nt), *ctx = gread(f, "ctx", &nc), *ref = gread(f, "out", &no);
-    sd_unet *u = load_unet(cfg);
+    sd_unet *u = load_for(meta);
     CHECK(u && x && t && ctx && ref && nt == (size_t)B);
     if (u && x && t && ctx && ref) {
         float *out = malloc(no * sizeof(float));
@@ -159,7 +230,7 @@ static void forward_case(const char *file) {
         free(out2);
         free(out);
     }
-    sd_unet_free(u);
+    unet_free(u);
     free(x), free(t), free(ctx), free(ref);
     cJSON_Delete(meta);
     sd_st_close(f);
@@ -181,6 +252,12 @@ TEST(forward_micro) {
     forward_case("fwd_sd1-micro_5x7.safetensors");
     forward_case("fwd_sd2-micro_7x9.safetensors");
 }
+/* center_input_sample, output scale factors != 1, sin/cos order, freq shift;
+ * no mid block (up block 0 concatenates the last down output with itself) */
+TEST(forward_variants) {
+    forward_case("fwd_sd1-micro-scaled_6x5.safetensors");
+    forward_case("fwd_sd1-micro-nomid_6x6.safetensors");
+}
 
 
 /* ---- gradients ---------------------------------------------------------------------- */
@@ -196,12 +273,12 @@ typedef struct {
     int tint[8];
 } batch;
 
-static int batch_load(sd_st_file *f, const char *cfg, batch *b) {
+static int batch_load(sd_st_file *f, batch *b) {
     cJSON *meta = gmeta(f);
+    const char *mdir = dir_for(meta);
     b->B = jint(meta, "B"), b->h = jint(meta, "h"), b->w = jint(meta, "w"), b->L = jint(meta, "L");
     b->vpred = cJSON_IsTrue(cJSON_GetObjectItem(meta, "v_prediction"));
     float gamma = (float)jnum(meta, "gamma");
-    cJSON_Delete(meta);
     size_t nx, nt;
     float *x0 = gread(f, "x0", &nx), *noise = gread(f, "noise", NULL), *tg = gread(f, "t", &nt);
     float *gnoisy = gread(f, "noisy", NULL), *gtarget = gread(f, "target", NULL), *gw = gread(f, "snr_w", NULL);
@@ -213,7 +290,7 @@ static int batch_load(sd_st_file *f, const char *cfg, batch *b) {
     b->t = malloc((size_t)b->B * sizeof(float));
     b->wsnr = malloc((size_t)b->B * sizeof(float));
     char path[600];
-    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", model_dir(cfg));
+    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", mdir);
     sd_sched_config sc;
     sd_sched *s = NULL;
     if (ok && !sd_sched_config_load(path, &sc)) {
@@ -236,6 +313,7 @@ static int batch_load(sd_st_file *f, const char *cfg, batch *b) {
         CHECK_MSG(en < 1e-6 && et < 1e-6 && ew < 1e-6, "objective inputs differ: noisy %.2e target %.2e w %.2e", en, et, ew);
     }
     sd_sched_free(s);
+    cJSON_Delete(meta);
     free(x0), free(noise), free(tg), free(gnoisy), free(gtarget), free(gw);
     return ok ? 0 : -1;
 }
@@ -292,7 +370,7 @@ static void compare_grads(sd_st_file *f, const sd_param_table *tab, const float 
     }
     double grms = sqrt(ss / (double)tab->total);
     double worst = 0, sum_log = 0, worst_vanish = 0;
-    int nt = 0, nvan = 0, bad = 0;
+    int nt = 0, nvan = 0, bad = 0, nfail = 0;
     const char *worst_name = "";
     for (int i = 0; i < tab->n; i++) {
         const sd_param *p = &tab->p[i];
@@ -338,15 +416,16 @@ static void compare_grads(sd_st_file *f, const sd_param_table *tab, const float 
             m /= grms;
             nvan++;
             if (m > worst_vanish) worst_vanish = m;
-            CHECK_MSG(m <= 1e-3, "%s %s: vanishing gradient has |g| %.2e x RMS", what, p->name, m);
+            if (m > 1e-3 && nfail++ < 5) printf("# %s %s: vanishing gradient has |g| %.2e x RMS\n", what, p->name, m);
             continue;
         }
         nt++;
         sum_log += log10(e > 1e-12 ? e : 1e-12);
         if (e > worst) worst = e, worst_name = p->name;
-        CHECK_MSG(e <= 1e-3, "%s %s: gradient error %.3e > 1e-3", what, p->name, e);
+        if (!(e <= 1e-3) && nfail++ < 5) printf("# %s %s: gradient error %.3e > 1e-3\n", what, p->name, e);
     }
     CHECK(bad == 0);
+    CHECK_MSG(nfail == 0, "%s: %d tensors out of tolerance", what, nfail);
     printf("# %s: %d tensors, error/RMS geo-mean %.1e max %.2e (%s); %d vanishing (max %.1e x RMS)\n", what, nt,
            nt ? pow(10, sum_log / nt) : 0.0, worst, worst_name, nvan, worst_vanish);
 }
@@ -362,12 +441,12 @@ static void grad_case(const char *cfg) {
     cJSON *meta = gmeta(f);
     int full = cJSON_IsTrue(cJSON_GetObjectItem(meta, "full"));
     double t32_med = jnum(meta, "torch32_grad_rel_median"), t32_max = jnum(meta, "torch32_grad_rel_max");
+    sd_unet *u = load_for(meta);
     cJSON_Delete(meta);
-    sd_unet *u = load_unet(cfg);
     batch b = {0};
-    if (!u || batch_load(f, cfg, &b)) {
+    if (!u || batch_load(f, &b)) {
         CHECK(0);
-        sd_unet_free(u);
+        unet_free(u);
         batch_free(&b);
         sd_st_close(f);
         return;
@@ -400,13 +479,17 @@ static void grad_case(const char *cfg) {
     sd_unet_train_state_free(st);
     free(g), free(dctx);
     batch_free(&b);
-    sd_unet_free(u);
+    unet_free(u);
     sd_st_close(f);
 }
 
 TEST(grad_sd1_micro) { grad_case("sd1-micro"); }
 TEST(grad_sd2_micro) { grad_case("sd2-micro"); }
 TEST(grad_sd1_tiny) { grad_case("sd1-tiny"); }
+TEST(grad_variants) {
+    grad_case("sd1-micro-scaled");
+    grad_case("sd1-micro-nomid");
+}
 
 /* Gradient checkpointing recomputes each layer's forward right before its
  * backward with the same code: gradients (and dctx, and the output) must be
@@ -419,11 +502,13 @@ static void ckpt_case(const char *cfg) {
         CHECK(0);
         return;
     }
-    sd_unet *u = load_unet(cfg);
+    cJSON *meta = gmeta(f);
+    sd_unet *u = load_for(meta);
+    cJSON_Delete(meta);
     batch b = {0};
-    if (!u || batch_load(f, cfg, &b)) {
+    if (!u || batch_load(f, &b)) {
         CHECK(0);
-        sd_unet_free(u);
+        unet_free(u);
         batch_free(&b);
         sd_st_close(f);
         return;
@@ -462,14 +547,24 @@ static void ckpt_case(const char *cfg) {
     sd_unet_train_state_free(s1);
     free(g0), free(g1), free(g2), free(c0), free(c1), free(p0), free(p1);
     batch_free(&b);
-    sd_unet_free(u);
+    unet_free(u);
     sd_st_close(f);
 }
 
 TEST(checkpointing_bit_identical) {
+    /* Bit-identity needs run-to-run deterministic ops. The CPU attention
+     * backward sums private dK/dV per thread when batch x heads < threads
+     * (schedule(dynamic): the split varies run to run), so this test pins 2
+     * threads, where every case here has batch x heads >= 2. */
+    sd_backend *keep = be;
+    be = sd_backend_cpu_create(2);
     ckpt_case("sd1-micro");
     ckpt_case("sd2-micro");
     ckpt_case("sd1-tiny");
+    ckpt_case("sd1-micro-scaled");
+    ckpt_case("sd1-micro-nomid");
+    sd_backend_destroy(be);
+    be = keep;
 }
 
 /* Central finite differences of the loss (computed with the INFERENCE forward,
@@ -484,9 +579,9 @@ TEST(finite_differences) {
     }
     sd_unet *u = load_unet("sd1-micro");
     batch b = {0};
-    if (!u || batch_load(f, "sd1-micro", &b)) {
+    if (!u || batch_load(f, &b)) {
         CHECK(0);
-        sd_unet_free(u);
+        unet_free(u);
         batch_free(&b);
         sd_st_close(f);
         return;
@@ -530,7 +625,7 @@ TEST(finite_differences) {
     sd_unet_train_state_free(st);
     free(g), free(pred);
     batch_free(&b);
-    sd_unet_free(u);
+    unet_free(u);
     sd_st_close(f);
 }
 
@@ -569,7 +664,7 @@ TEST(batch_and_modes_agree) {
         CHECK(0);
     }
     free(x), free(t), free(ctx);
-    sd_unet_free(u);
+    unet_free(u);
     sd_st_close(f);
 }
 
@@ -590,8 +685,8 @@ TEST(errors) {
     sd_unet *nop;
     CHECK_OK(sd_unet_create(sd_unet_cfg(u), be, NULL, &nop));
     CHECK_FAILS(sd_unet_forward(nop, x, t, ctx, 1, 5, 5, 1, out), "no parameters");
-    sd_unet_free(nop);
-    sd_unet_free(u);
+    unet_free(nop);
+    unet_free(u);
 }
 
 /* Activation memory of SD1.5 shapes (no weights needed): printed for the
@@ -619,7 +714,7 @@ TEST(sd15_memory_plan) {
                t1.saved / 1048576.0, t1.work / 1048576.0, t1.grad_work / 1048576.0);
         CHECK(f2.total > f1.total && t1.total < t0.total && t1.saved < t0.saved / 3);
     }
-    sd_unet_free(u);
+    unet_free(u);
     sd_unet_config_free(&c);
 }
 
@@ -630,9 +725,11 @@ int main(void) {
     RUN(forward_sd2_tiny);
     RUN(forward_sd1_3down);
     RUN(forward_micro);
+    RUN(forward_variants);
     RUN(grad_sd1_micro);
     RUN(grad_sd2_micro);
     RUN(grad_sd1_tiny);
+    RUN(grad_variants);
     RUN(checkpointing_bit_identical);
     RUN(finite_differences);
     RUN(batch_and_modes_agree);

@@ -110,7 +110,7 @@ static inline float sd_cpu_expf(float x) {
     q = q * r + 1.6666512191295624e-1f;
     q = q * r + 4.9999988079071045e-1f;
     float p = 1.0f + r + r * r * q;
-    return p * sd_cpu_bits_to_f((n + 127) << 23);
+    return p * sd_cpu_bits_to_f((int32_t)((uint32_t)(n + 127) << 23)); /* unsigned: NaN inputs give n < -127 */
 }
 
 static inline float sd_cpu_sigmoidf(float x) { return 1.0f / (1.0f + sd_cpu_expf(-x)); }

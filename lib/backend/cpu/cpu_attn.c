@@ -422,7 +422,9 @@ void sd_cpu_attention_backward(sd_backend *be, const sd_attn_desc *d, float *dq,
             int tid = omp_get_thread_num();
             float *dKt = ws + packf + thr * tid, *dVt = dKt + z.acc, *blk = dVt + z.acc;
             memset(dKt, 0, 2 * z.acc * sizeof(float));
-#pragma omp for schedule(dynamic, 1)
+            /* static: which query blocks a thread sums into its private dK/dV
+             * must not vary between runs, or the result would (exact resume) */
+#pragma omp for schedule(static)
             for (int qb = 0; qb < nqb; qb++) bwd_block(d, QB, &a, &bp, &z, b, h, qb, dk ? dKt : NULL, dv ? dVt : NULL, blk);
             /* implicit barrier: every thread's sums are complete; flush by key range */
             long long lo, hi;

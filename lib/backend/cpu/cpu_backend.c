@@ -44,6 +44,7 @@ static int cpu_download(sd_backend *be, void *dst, const void *src, size_t bytes
 /* Large fills and copies are memory-bound; two threads get more bandwidth. */
 static void cpu_zero(sd_backend *be, void *p, size_t bytes) {
     int nt = sd_cpu_nt(be);
+    if (bytes == 0) return; /* p may be NULL for an empty buffer */
     if (bytes < (1u << 20) || nt == 1) {
         memset(p, 0, bytes);
         return;
