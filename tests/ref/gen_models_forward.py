@@ -183,7 +183,8 @@ def main():
     v = det_uniform(11, 4)
     print("det_uniform(11, 0..3) =", " ".join(f"{x:.9g}" for x in v))
     with tempfile.TemporaryDirectory() as tmp:
-        for name, clip, vae in (("sd1-tiny", True, True), ("sd2-tiny", True, False), ("sd1-3down", False, True)):
+        for name, clip, vae in (("sd1-tiny", True, True), ("sd2-tiny", True, False), ("sd2-hd64", True, False),
+                                ("sd1-3down", False, True)):
             d = os.path.join(tmp, name)
             make_tiny(name, d)
             if clip:

@@ -176,6 +176,7 @@ static void clip_case(const char *cfg) {
 
 TEST(clip_sd1_tiny) { clip_case("sd1-tiny"); }
 TEST(clip_sd2_tiny_gelu) { clip_case("sd2-tiny"); }
+TEST(clip_sd2_hd64) { clip_case("sd2-hd64"); } /* gelu, 64-wide heads as SD2's OpenCLIP tower */
 
 TEST(clip_errors) {
     sd_model *m;
@@ -489,6 +490,7 @@ int main(void) {
     RUN(det_uniform_matches_generator);
     RUN(clip_sd1_tiny);
     RUN(clip_sd2_tiny_gelu);
+    RUN(clip_sd2_hd64);
     RUN(clip_errors);
     RUN(vae_sd1_tiny);
     RUN(vae_sd1_3down);

@@ -243,6 +243,7 @@ TEST(forward_sd1_tiny) {
 TEST(forward_sd2_tiny) {
     forward_case("fwd_sd2-tiny_16x16.safetensors");
     forward_case("fwd_sd2-tiny_10x14.safetensors");
+    forward_case("fwd_sd2-hd64_12x10.safetensors"); /* SD2's head dim 64, linear projections */
 }
 TEST(forward_sd1_3down) {
     forward_case("fwd_sd1-3down_10x14.safetensors");
