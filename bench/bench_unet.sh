@@ -20,10 +20,11 @@
 # Results: one JSON line per run in bench/out/unet-DATE.jsonl and a table:
 # seconds (min over the timed iterations), ratio torch/sdtools, GFLOP/s with
 # the FLOP counts of shared/reference/perf.md (180 GFLOP per 32x32 eval, 803
-# per 64x64, a training step = 3 evals), % of the nominal fp32 peak (threads x
-# 32 FLOP/cycle x the clock /proc/cpuinfo reports; above 100% is possible:
-# Winograd 3x3 convolutions do 2.25x fewer multiplies than the direct count,
-# and the reported clock is the base clock), peak RSS overall and
+# per 64x64, a training step = 3 evals), % of the machine's fp32 peak (THREADS
+# x one core's FMA throughput measured by `vae_bench peak 1`, the same peak
+# bench_vae.sh uses, unless PEAK_GFLOPS is set; above 100% is possible:
+# Winograd 3x3 convolutions do 2.25x fewer multiplies than the direct count
+# these GFLOP/s are computed from), peak RSS overall and
 # during the timed iterations. The machine may be shared: the table prints
 # the load average before and after each run; rerun when it is high.
 set -euo pipefail
@@ -88,18 +89,18 @@ if [[ $WHAT == all || $WHAT == tiny || $WHAT == quick ]]; then
 fi
 done
 
-python3 - "$OUT" "$THREADS" <<'EOF'
+[ -n "${PEAK_GFLOPS:-}" ] || PEAK_GFLOPS=$(awk -v c="$("$BUILD/tests/util/vae_bench" peak 1)" -v t="$THREADS" 'BEGIN {printf "%.1f", t * c}')
+python3 - "$OUT" "$THREADS" "$PEAK_GFLOPS" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 thr = int(sys.argv[2])
-mhz = max(float(l.split(":")[1]) for l in open("/proc/cpuinfo") if l.startswith("cpu MHz"))
-peak = thr * 32 * mhz / 1000.0
+peak = float(sys.argv[3])
 def gflop(r):
     per = {32: 180.0, 64: 803.0}.get(r["h"]) if r["h"] == r["w"] and "tiny" not in r["label"] else None
     if per is None:
         return None
     return per * r["batch"] * (3 if r["mode"] == "train" else 1)
-print(f"\nUNet on {thr} threads; nominal fp32 peak {peak:.0f} GFLOP/s ({mhz:.0f} MHz x 32 FLOP/cycle x {thr})")
+print(f"\nUNet on {thr} threads; fp32 peak {peak:.0f} GFLOP/s ({thr} x one core's measured FMA throughput)")
 print(f"{'case':24} {'sdtools s':>9} {'torch s':>9} {'ratio':>6} {'sd GF/s':>8} {'%peak':>6} {'torch GF/s':>10} "
       f"{'sd RSS MB':>10} {'torch RSS':>10} {'sd run RSS':>10} {'torch run':>10} {'load':>9}  spread sd/torch")
 labels = []
